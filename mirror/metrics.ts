@@ -1,0 +1,43 @@
+/** The mirror's own metrics. */
+import { Counter, Histogram, type Registry } from 'prom-client';
+
+export type Source = 'local' | 'peer' | 'upstream' | 'miss';
+export type Kind = 'manifest' | 'blob';
+
+export interface MirrorMetrics {
+  readonly requests: Counter<'source' | 'kind'>;
+  readonly bytes: Counter<'source'>;
+  readonly httpDuration: Histogram<'route' | 'method' | 'code'>;
+  /** Content whose bytes did not match its digest: never served as good. */
+  readonly corrupt: Counter<'source'>;
+}
+
+export function createMirrorMetrics(registry: Registry): MirrorMetrics {
+  return {
+    requests: new Counter({
+      name: 'shoal_mirror_requests_total',
+      help: 'Manifest and blob requests by where the content came from (miss: not found).',
+      labelNames: ['source', 'kind'],
+      registers: [registry],
+    }),
+    bytes: new Counter({
+      name: 'shoal_mirror_bytes_total',
+      help: 'Content bytes sent to clients, by where they came from.',
+      labelNames: ['source'],
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: 'shoal_mirror_http_request_duration_seconds',
+      help: 'Registry API request duration until the last byte was sent.',
+      labelNames: ['route', 'method', 'code'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    corrupt: new Counter({
+      name: 'shoal_mirror_corrupt_content_total',
+      help: 'Content whose bytes did not hash to its digest; the response was refused or aborted.',
+      labelNames: ['source'],
+      registers: [registry],
+    }),
+  };
+}

@@ -1,0 +1,51 @@
+/** The mirror's subcommands and their flags, with defaults in one place. */
+import { flag } from '../shared/cli.ts';
+import { parseListenAddress } from '../shared/listen-address.ts';
+import { LOG_LEVELS, type LogLevel } from '../shared/log.ts';
+import { parseMirroredRegistries } from '../shared/registries.ts';
+
+function parseLogLevel(raw: string): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(raw)) throw new Error(`"${raw}" is not one of ${LOG_LEVELS.join(', ')}`);
+  return raw as LogLevel;
+}
+
+const mirroredRegistries = (emptyMeans: string) =>
+  flag.custom(`Comma list of registries: host[:port] (https upstream) or http://host:port (plain http); empty: ${emptyMeans}.`, 'LIST', parseMirroredRegistries, '');
+const logLevel = flag.custom(`Lowest log level written: ${LOG_LEVELS.join(', ')}.`, 'LEVEL', parseLogLevel, 'info');
+
+export const serveFlags = {
+  registryAddr: flag.custom('Address of the OCI registry API.', 'ADDR', parseListenAddress, ':5000'),
+  metricsAddr: flag.custom('Address of /metrics, /healthz and /readyz.', 'ADDR', parseListenAddress, ':9090'),
+  containerdSock: flag.string('containerd gRPC socket.', '/run/containerd/containerd.sock', 'PATH'),
+  containerdNamespace: flag.string('containerd namespace whose images are served.', 'k8s.io', 'NAME'),
+  containerdContentPath: flag.string(
+    "containerd's content directory; when readable, blobs are read from its files, else through Content.Read (empty: always Content.Read).",
+    '/var/lib/containerd/io.containerd.content.v1.content',
+    'PATH',
+  ),
+  mirroredRegistries: mirroredRegistries('every registry'),
+  dataDir: flag.string('Directory for the mirror\'s own state.', '/var/lib/shoal', 'PATH'),
+  logLevel,
+};
+
+export const configureFlags = {
+  containerdRegistryConfigPath: flag.string("containerd's registry config_path (certs.d).", '/etc/containerd/certs.d', 'PATH'),
+  mirroredRegistries: mirroredRegistries('_default, every registry'),
+  mirrorTarget: flag.string('URL containerd uses to reach this node\'s mirror, e.g. http://NODE_IP:5000.', undefined, 'URL'),
+  prependExisting: flag.bool('Keep the host entries already configured, after the mirror.', false),
+  logLevel,
+};
+
+// cleanup takes configure's flags, so one set of args or env serves both.
+export const cleanupFlags = {
+  ...configureFlags,
+  mirrorTarget: flag.string('Accepted for symmetry with configure; not used.', '', 'URL'),
+};
+
+export const COMMANDS = {
+  serve: { summary: 'Serve pulls from this node\'s containerd content store (default).', flags: serveFlags },
+  configure: { summary: 'Write containerd hosts.toml files that send pulls to this mirror.', flags: configureFlags },
+  cleanup: { summary: 'Put back the containerd configuration that configure replaced.', flags: cleanupFlags },
+} as const;
+
+export type CommandName = keyof typeof COMMANDS;

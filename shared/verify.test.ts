@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { digestOf } from './digest.ts';
+import { ContentMismatchError, readVerified, verifiedSlice } from './verify.ts';
+
+async function* chunks(data: Buffer, size: number): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < data.length; i += size) {
+    await Promise.resolve();
+    yield data.subarray(i, i + size);
+  }
+}
+
+async function collect(gen: AsyncIterable<Uint8Array>): Promise<{ bytes: Buffer; error?: Error }> {
+  const out: Uint8Array[] = [];
+  try {
+    for await (const c of gen) out.push(c);
+  } catch (error) {
+    return { bytes: Buffer.concat(out), error: error as Error };
+  }
+  return { bytes: Buffer.concat(out) };
+}
+
+describe('verifiedSlice', () => {
+  const data = Buffer.from('0123456789abcdefghijklmnopqrstuvwxyz');
+  const digest = digestOf(data);
+
+  it('passes good content through whole', async () => {
+    assert.deepEqual(await readVerified(chunks(data, 5), digest, data.length), data);
+  });
+
+  for (const [start, end] of [[0, 0], [3, 9], [5, 35], [35, 35], [0, 35], [4, 5]] as const) {
+    it(`yields bytes ${start}-${end} across chunk boundaries`, async () => {
+      const { bytes, error } = await collect(verifiedSlice(chunks(data, 5), digest, data.length, { start, end }));
+      assert.equal(error, undefined);
+      assert.deepEqual(bytes, data.subarray(start, end + 1));
+    });
+  }
+
+  it('never yields the complete body when a byte is wrong, even in a slice that ends early', async () => {
+    const bad = Buffer.from(data);
+    bad[30] = 0x21;
+    const whole = await collect(verifiedSlice(chunks(bad, 5), digest, data.length));
+    assert.ok(whole.error instanceof ContentMismatchError);
+    assert.ok(whole.bytes.length < data.length, 'the last piece must be held back');
+    const slice = await collect(verifiedSlice(chunks(bad, 5), digest, data.length, { start: 0, end: 9 }));
+    assert.ok(slice.error instanceof ContentMismatchError);
+    assert.ok(slice.bytes.length < 10);
+  });
+
+  it('fails on short and long content', async () => {
+    assert.ok((await collect(verifiedSlice(chunks(data.subarray(0, 30), 5), digest, data.length))).error instanceof ContentMismatchError);
+    const long = Buffer.concat([data, Buffer.from('!')]);
+    assert.ok((await collect(verifiedSlice(chunks(long, 5), digest, data.length))).error instanceof ContentMismatchError);
+  });
+});
