@@ -5,15 +5,14 @@
  * before anything is sent), so the client moves on and never keeps bad bytes.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
 import { canonicalRepository } from '../../shared/reference.ts';
 import type { Digest } from '../../shared/digest.ts';
 import type { Logger } from '../../shared/log.ts';
+import { streamToResponse } from '../../shared/stream-response.ts';
 import { manifestMediaType, MAX_MANIFEST_BYTES } from '../../shared/media-types.ts';
-import { ContentMismatchError, readVerified, verifiedSlice } from '../../shared/verify.ts';
+import { ContentMismatchError } from '../../shared/verify.ts';
 import type { MirroredRegistry } from '../../shared/registries.ts';
-import type { ContentStore, Descriptor } from '../store/store.ts';
+import { readAll, type ContentStore, type Descriptor } from '../store/store.ts';
 import type { MirrorMetrics } from '../metrics.ts';
 import { RegistryError } from './errors.ts';
 import { parseRange } from './range.ts';
@@ -79,7 +78,7 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     // A HEAD by tag has all it needs from the image record; anything else reads (and checks) the bytes.
     if (!head || mediaType === undefined) {
       try {
-        body = await readVerified(store.read(digest), digest, size);
+        body = await readAll(store, digest, size);
       } catch (err) {
         if (!(err instanceof ContentMismatchError)) throw err;
         metrics.corrupt.inc({ source: 'local' });
@@ -127,20 +126,23 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     res.setHeader('Content-Length', length);
     if (head || length === 0) {
       // An empty body cannot be held back: check the (empty) content before answering.
-      if (!head) await readVerified(store.read(digest), digest, size);
+      if (!head) await readAll(store, digest, size);
       res.end();
       return;
     }
     try {
-      await pipeline(Readable.from(verifiedSlice(store.read(digest), digest, size, slice), { objectMode: false }), res);
+      await streamToResponse(res, store.read(digest, size, slice));
       metrics.bytes.inc({ source: 'local' }, length);
     } catch (err) {
-      if (err instanceof ContentMismatchError) {
-        metrics.corrupt.inc({ source: 'local' });
-        logger.error('stored blob does not match its digest; response aborted', { digest: digest.text, error: err });
-      } else if (!res.destroyed || req.socket.readyState === 'open') {
-        logger.warn('blob response failed', { digest: digest.text, error: err as Error });
+      if (!(err instanceof ContentMismatchError)) {
+        if (!res.destroyed) logger.warn('blob response failed', { digest: digest.text, error: err as Error });
+        res.destroy();
+        return;
       }
+      metrics.corrupt.inc({ source: 'local' });
+      logger.error('stored blob does not match its digest; not served', { digest: digest.text, error: err, sent: res.headersSent });
+      // Nothing sent yet: a 404 sends containerd to its next host. Else cut the body short.
+      if (!res.headersSent) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to this node', { digest: digest.text });
       res.destroy();
     }
   }

@@ -1,5 +1,6 @@
 /** A ContentStore in memory: for handler tests, and as the simplest reading of the contract. */
 import type { Digest } from '../../shared/digest.ts';
+import { verifiedSlice, type Slice } from '../../shared/verify.ts';
 import type { ContentStore, Descriptor, TagKey } from './store.ts';
 
 export class MemoryStore implements ContentStore {
@@ -24,7 +25,11 @@ export class MemoryStore implements ContentStore {
     return Promise.resolve(this.#content.get(digest.text)?.length);
   }
 
-  async *read(digest: Digest): AsyncGenerator<Uint8Array> {
+  read(digest: Digest, size: number, slice?: Slice): AsyncIterable<Uint8Array> {
+    return verifiedSlice(this.#chunks(digest), digest, size, slice);
+  }
+
+  async *#chunks(digest: Digest): AsyncGenerator<Uint8Array> {
     const bytes = this.#content.get(digest.text);
     if (bytes === undefined) throw new Error(`${digest.text} not found`);
     for (let i = 0; i < bytes.length; i += this.chunkSize) {

@@ -3,6 +3,7 @@
  * containerd and an in-memory test store both satisfy it.
  */
 import type { Digest } from '../../shared/digest.ts';
+import type { Slice } from '../../shared/verify.ts';
 
 export interface Descriptor {
   readonly mediaType: string;
@@ -23,7 +24,19 @@ export interface ContentStore {
   resolveTag(key: TagKey): Promise<Descriptor | undefined>;
   /** The size of a content, or undefined when the node does not hold it. */
   size(digest: Digest): Promise<number | undefined>;
-  /** All bytes of a content from offset 0, unverified; fails if absent. */
-  read(digest: Digest): AsyncIterable<Uint8Array>;
+  /**
+   * Bytes `slice` (default: all) of a content of `size` bytes, checked against
+   * the digest: the last piece is held back until the whole content matched,
+   * else the stream fails with a ContentMismatchError. Each store checks in
+   * the fastest way its source allows.
+   */
+  read(digest: Digest, size: number, slice?: Slice): AsyncIterable<Uint8Array>;
   close(): Promise<void>;
+}
+
+/** Collects a whole (small) content through a store's checked read. */
+export async function readAll(store: ContentStore, digest: Digest, size: number): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of store.read(digest, size)) chunks.push(chunk);
+  return Buffer.concat(chunks);
 }

@@ -8,6 +8,9 @@ import { access, constants, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../../../shared/digest.ts';
 import { parseDigest } from '../../../shared/digest.ts';
+import { FileHashPool } from '../../../shared/file-hash-pool.ts';
+import { verifiedSlice, type Slice } from '../../../shared/verify.ts';
+import { verifiedFileSlice } from '../../../shared/verify-file.ts';
 import type { Logger } from '../../../shared/log.ts';
 import type { ContentStore, Descriptor, TagKey } from '../store.ts';
 import { ContainerdClient, isNotFound } from './client.ts';
@@ -24,35 +27,33 @@ export interface ContainerdStoreInit {
 
 /** Large reads: fewer, bigger chunks through hashing and the socket. */
 const FILE_CHUNK_BYTES = 1024 * 1024;
+/** Below this a worker round trip costs more than hashing inline. */
+const WORKER_HASH_MIN_BYTES = 4 * 1024 * 1024;
 
 export class ContainerdStore implements ContentStore {
   readonly client: ContainerdClient;
-  /** Set once the content directory proved readable. */
+  /** `<contentPath>/blobs`: a fast path only; containerd's Content API stays the truth. */
   readonly #blobsDir: string | undefined;
+  /** Hashes large files off the main thread. */
+  readonly #hashPool: FileHashPool | undefined;
 
   private constructor(client: ContainerdClient, blobsDir: string | undefined) {
     this.client = client;
     this.#blobsDir = blobsDir;
+    this.#hashPool = blobsDir === undefined ? undefined : new FileHashPool();
   }
 
   static async open(init: ContainerdStoreInit): Promise<ContainerdStore> {
     const client = new ContainerdClient({ socket: init.socket, namespace: init.namespace });
-    let blobsDir: string | undefined;
-    if (init.contentPath !== undefined) {
-      const dir = join(init.contentPath, 'blobs');
-      try {
-        await access(dir, constants.R_OK | constants.X_OK);
-        blobsDir = dir;
-      } catch (err) {
-        init.logger.warn('content directory not readable; serving through containerd Content.Read', { path: dir, error: err as Error });
-      }
+    const blobsDir = init.contentPath === undefined ? undefined : join(init.contentPath, 'blobs');
+    if (blobsDir !== undefined) {
+      // A fresh containerd has no blobs/ until its first pull: checked now only to say so.
+      await access(blobsDir, constants.R_OK | constants.X_OK).catch((err: unknown) => {
+        init.logger.info('content directory not readable yet; reading through Content.Read until it is', { path: blobsDir, error: err as Error });
+      });
     }
-    init.logger.info('containerd store ready', { socket: init.socket, namespace: init.namespace, blobs: blobsDir ?? 'grpc' });
+    init.logger.info('containerd store ready', { socket: init.socket, namespace: init.namespace, contentPath: init.contentPath ?? 'none' });
     return new ContainerdStore(client, blobsDir);
-  }
-
-  get readsFiles(): boolean {
-    return this.#blobsDir !== undefined;
   }
 
   async resolveTag(key: TagKey): Promise<Descriptor | undefined> {
@@ -62,33 +63,45 @@ export class ContainerdStore implements ContentStore {
   }
 
   async size(digest: Digest): Promise<number | undefined> {
-    if (this.#blobsDir !== undefined) {
-      try {
-        return (await stat(this.#path(digest))).size;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw err;
-      }
-    }
-    return (await this.client.contentInfo(digest.text))?.size;
+    return (await this.#fileSize(digest)) ?? (await this.client.contentInfo(digest.text))?.size;
   }
 
-  async *read(digest: Digest): AsyncGenerator<Uint8Array> {
-    if (this.#blobsDir !== undefined) {
-      yield* createReadStream(this.#path(digest), { highWaterMark: FILE_CHUNK_BYTES }) as AsyncIterable<Buffer>;
+  async *read(digest: Digest, size: number, slice?: Slice): AsyncGenerator<Uint8Array> {
+    if ((await this.#fileSize(digest)) === undefined) {
+      yield* verifiedSlice(this.#grpcChunks(digest), digest, size, slice);
       return;
     }
+    const path = this.#path(digest);
+    if (size >= WORKER_HASH_MIN_BYTES) {
+      yield* verifiedFileSlice({ pool: this.#hashPool!, path, digest, size, slice, chunkBytes: FILE_CHUNK_BYTES });
+      return;
+    }
+    yield* verifiedSlice(createReadStream(path, { highWaterMark: FILE_CHUNK_BYTES }) as AsyncIterable<Buffer>, digest, size, slice);
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+    await this.#hashPool?.close();
+  }
+
+  /** The size of the content's file, or undefined when there is no readable file for it. */
+  async #fileSize(digest: Digest): Promise<number | undefined> {
+    if (this.#blobsDir === undefined) return undefined;
+    try {
+      return (await stat(this.#path(digest))).size;
+    } catch {
+      // Absent, or unreadable: Content.Info decides.
+      return undefined;
+    }
+  }
+
+  async *#grpcChunks(digest: Digest): AsyncGenerator<Uint8Array> {
     try {
       yield* this.client.readContent(digest.text);
     } catch (err) {
       if (isNotFound(err)) throw Object.assign(new Error(`${digest.text} not found`), { code: 'ENOENT' });
       throw err;
     }
-  }
-
-  close(): Promise<void> {
-    this.client.close();
-    return Promise.resolve();
   }
 
   // Safe by construction: algorithm and hex were validated by parseDigest.

@@ -1,0 +1,123 @@
+/**
+ * A simulated cluster on loopback: one upstream registry on 127.0.0.1 and, per
+ * node i, a containerd and (optionally) a Shoal mirror on 127.0.0.(10+i), with the
+ * node's hosts.toml sending pulls of the upstream to its own mirror first.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { startContainerd, type Containerd } from './containerd.ts';
+import { writeHostsToml } from './hosts.ts';
+import { startMirror, type Mirror } from './mirror.ts';
+import { mountsUnder } from './mounts.ts';
+import { startRegistry, type Registry } from './registry.ts';
+import { createRunDir, livePidsUnder } from './runs.ts';
+
+export interface ClusterInit {
+  /** Number of nodes. */
+  nodes: number;
+  /** Run directory (default: a fresh one from createRunDir(), which first cleans up after dead runs). */
+  runDir?: string;
+  registry?: { htpasswd?: { user: string; password: string } };
+  /** Start a mirror on each node (default true). */
+  mirrors?: boolean;
+  /** Extra mirror flags, the same for all nodes or per node. */
+  mirrorArgs?: string[] | ((node: { index: number; ip: string }) => string[]);
+  /**
+   * Who writes each node's hosts.toml: `harness` (default) writes server = upstream
+   * plus a [host] for the node's own mirror; `mirror` runs the mirror's `configure`
+   * command; `none` leaves it to the test.
+   */
+  hostsConfig?: 'harness' | 'mirror' | 'none';
+  snapshotter?: 'overlayfs' | 'native';
+}
+
+export interface ClusterNode {
+  index: number;
+  name: string;
+  /** 127.0.0.(10+index) */
+  ip: string;
+  dir: string;
+  hostsDir: string;
+  containerd: Containerd;
+  mirror: Mirror | undefined;
+}
+
+export interface Cluster {
+  runDir: string;
+  registry: Registry;
+  nodes: ClusterNode[];
+  /** Stops everything; tries every part even when some fail, then throws one AggregateError. */
+  stop(): Promise<void>;
+}
+
+export function nodeIp(index: number): string {
+  return `127.0.0.${10 + index}`;
+}
+
+export async function startCluster(init: ClusterInit): Promise<Cluster> {
+  const runDir = init.runDir ?? (await createRunDir());
+  const nodes: ClusterNode[] = [];
+  let registry: Registry | undefined;
+
+  const stop = async (): Promise<void> => {
+    const errors: unknown[] = [];
+    const attempt = async (what: () => Promise<void> | undefined): Promise<void> => {
+      try {
+        await what();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
+    await Promise.all(nodes.map((n) => attempt(() => n.mirror?.stop())));
+    await Promise.all(nodes.map((n) => attempt(() => n.containerd.stop())));
+    await attempt(() => registry?.stop());
+    const pids = livePidsUnder(runDir);
+    if (pids.length > 0) errors.push(new Error(`still running: ${pids.map((p) => `${p.command}[${p.pid}]`).join(', ')}`));
+    const mounts = mountsUnder(runDir);
+    if (mounts.length > 0) errors.push(new Error(`still mounted: ${mounts.join(', ')}`));
+    if (errors.length > 0) throw new AggregateError(errors, `cluster teardown in ${runDir}: ${errors.length} problem(s)`);
+  };
+
+  try {
+    registry = await startRegistry({ dir: join(runDir, 'registry'), htpasswd: init.registry?.htpasswd });
+    const upstream = registry;
+    // allSettled: on a failure, wait for the other nodes' starts before tearing down,
+    // or a process spawned after stop() would outlive the run.
+    const started = await Promise.allSettled(
+      Array.from({ length: init.nodes }, async (_, index) => {
+        const name = `node-${index}`;
+        const dir = join(runDir, name);
+        const hostsDir = join(dir, 'hosts');
+        mkdirSync(dir, { recursive: true });
+        const containerd = await startContainerd({ dir: join(dir, 'containerd'), name, hostsDir, snapshotter: init.snapshotter });
+        const node: ClusterNode = { index, name, ip: nodeIp(index), dir, hostsDir, containerd, mirror: undefined };
+        nodes.push(node);
+        if (init.mirrors ?? true) {
+          const extra = typeof init.mirrorArgs === 'function' ? init.mirrorArgs({ index, ip: node.ip }) : init.mirrorArgs;
+          node.mirror = await startMirror({
+            dir: join(dir, 'mirror'),
+            ip: node.ip,
+            containerd,
+            mirroredRegistries: [upstream.url],
+            extraArgs: extra,
+          });
+        }
+        const mode = init.hostsConfig ?? 'harness';
+        if (mode === 'harness') {
+          writeHostsToml(hostsDir, upstream.host, { server: upstream.url, mirrors: node.mirror ? [node.mirror.url] : [] });
+        } else if (mode === 'mirror' && node.mirror) {
+          await node.mirror.configureContainerd(hostsDir);
+        }
+      }),
+    );
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  } catch (err) {
+    // Leave nothing running behind a failed start; report the start error first.
+    await stop().catch((teardown: unknown) => console.warn(`harness: teardown after failed start: ${String(teardown)}`));
+    throw err;
+  }
+  if (!registry) throw new Error('unreachable: registry not started');
+  nodes.sort((a, b) => a.index - b.index);
+  return { runDir, registry, nodes, stop };
+}

@@ -1,0 +1,105 @@
+/**
+ * One Shoal mirror process per simulated node, run from this checkout
+ * (`node mirror/main.ts serve ...`) on the node's own loopback address.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Containerd } from './containerd.ts';
+import { freePort, run, startProc, waitForHttp, type Proc } from './procs.ts';
+import { REPO_ROOT } from './runs.ts';
+
+export interface MirrorInit {
+  /** Directory for the mirror's data dir and log; created if missing. */
+  dir: string;
+  /** The node's address, e.g. 127.0.0.11. */
+  ip: string;
+  /** Registry API port (default: a free one on ip). */
+  registryPort?: number;
+  /** /metrics, /healthz, /readyz port (default: a free one on ip). */
+  metricsPort?: number;
+  containerd: Containerd;
+  /** `--mirrored-registries` entries: `host[:port]` or `http://host:port`. */
+  mirroredRegistries: string[];
+  extraArgs?: string[];
+  /** `--containerd-content-path` (default: the containerd's own; '' reads only through Content.Read). */
+  contentPath?: string;
+  /** Log level (default debug). */
+  logLevel?: string;
+}
+
+export interface Mirror {
+  /** `http://IP:PORT`: the registry API. */
+  readonly url: string;
+  /** `IP:PORT` */
+  readonly host: string;
+  /** `http://IP:MPORT` */
+  readonly metricsUrl: string;
+  readonly logPath: string;
+  /** Starts again with the same flags and data dir; waits for /readyz. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Runs the mirror's own `configure` command: it writes hosts.toml files under hostsDir that point at this mirror. */
+  configureContainerd(hostsDir: string): Promise<void>;
+}
+
+const MAIN = join(REPO_ROOT, 'mirror', 'main.ts');
+
+// The mirror needs Node >= 24 (type stripping); fall back to the npm-installed one.
+function nodeBinary(): string {
+  const major = Number(process.versions.node.split('.')[0]);
+  return major >= 24 ? process.execPath : join(REPO_ROOT, 'node_modules', '.bin', 'node');
+}
+
+export async function startMirror(init: MirrorInit): Promise<Mirror> {
+  const registryPort = init.registryPort ?? (await freePort(init.ip));
+  const metricsPort = init.metricsPort ?? (await freePort(init.ip));
+  const dataDir = join(init.dir, 'data');
+  mkdirSync(dataDir, { recursive: true });
+  const host = `${init.ip}:${registryPort}`;
+  const metricsUrl = `http://${init.ip}:${metricsPort}`;
+  const registries = init.mirroredRegistries.join(',');
+  const logLevel = init.logLevel ?? 'debug';
+  const args = [
+    MAIN,
+    'serve',
+    '--registry-addr', host,
+    '--metrics-addr', `${init.ip}:${metricsPort}`,
+    '--containerd-sock', init.containerd.sock,
+    '--containerd-namespace', init.containerd.namespace,
+    '--containerd-content-path', init.contentPath ?? init.containerd.contentPath,
+    '--mirrored-registries', registries,
+    '--data-dir', dataDir,
+    '--log-level', logLevel,
+    ...(init.extraArgs ?? []),
+  ];
+
+  let proc: Proc | undefined;
+  const start = async (): Promise<void> => {
+    if (proc?.running()) return;
+    proc = await startProc({ name: 'mirror', dir: init.dir, command: nodeBinary(), args, cwd: REPO_ROOT }, (p) =>
+      waitForHttp(`${metricsUrl}/readyz`, { what: `mirror on ${host}`, proc: p, timeoutMs: 30_000 }),
+    );
+  };
+  await start();
+
+  return {
+    url: `http://${host}`,
+    host,
+    metricsUrl,
+    logPath: join(init.dir, 'mirror.log'),
+    start,
+    stop: async () => {
+      await proc?.stop();
+    },
+    configureContainerd: async (hostsDir) => {
+      await run(nodeBinary(), [
+        MAIN,
+        'configure',
+        '--containerd-registry-config-path', hostsDir,
+        '--mirrored-registries', registries,
+        '--mirror-target', `http://${host}`,
+        '--log-level', logLevel,
+      ]);
+    },
+  };
+}

@@ -1,0 +1,130 @@
+/**
+ * The upstream: a real CNCF distribution 2.8 (`docker-registry` from Debian) on
+ * a loopback port, optionally behind htpasswd basic auth. Its access log (combined
+ * format, on stdout) goes to the process log and is parsed by requests(), so tests
+ * and benchmarks can see what reached upstream and how many bytes it served.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, run, startProc, waitForHttp, type Proc } from './procs.ts';
+
+export interface RegistryInit {
+  /** Directory for config, storage, htpasswd file and log; created if missing. */
+  dir: string;
+  /** Address to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Port (default: a free one). */
+  port?: number;
+  /** Require basic auth with this user (bcrypt htpasswd file). */
+  htpasswd?: { user: string; password: string };
+}
+
+/** One line of the registry's access log. */
+export interface RegistryRequest {
+  method: string;
+  /** Path and query as sent, e.g. `/v2/app/blobs/sha256:...`. */
+  path: string;
+  status: number;
+  /** Response body bytes written (0 for HEAD). */
+  bytes: number;
+  /** Client address. 127.0.0.1 for every local client unless it binds its source address (nodes' IPs are not used by default). */
+  remoteIp: string;
+  userAgent: string;
+}
+
+export interface Registry {
+  /** `127.0.0.1:PORT`: the registry name in image references. */
+  readonly host: string;
+  /** `http://127.0.0.1:PORT` */
+  readonly url: string;
+  readonly dir: string;
+  readonly credentials: { user: string; password: string } | undefined;
+  /** Starts again on the same storage and port. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Every request logged so far (across restarts), oldest first. */
+  requests(): RegistryRequest[];
+  readonly logPath: string;
+}
+
+const NAME = 'registry';
+
+export async function startRegistry(init: RegistryInit): Promise<Registry> {
+  const ip = init.host ?? '127.0.0.1';
+  const port = init.port ?? (await freePort(ip));
+  mkdirSync(join(init.dir, 'storage'), { recursive: true });
+  const auth = init.htpasswd ? await writeHtpasswd(init.dir, init.htpasswd) : '';
+  const configPath = join(init.dir, 'config.yml');
+  // Fixed http.secret: upload state survives a restart. accesslog is on by default; kept explicit.
+  writeFileSync(
+    configPath,
+    `version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: ${join(init.dir, 'storage')}
+  delete:
+    enabled: true
+http:
+  addr: ${ip}:${port}
+  secret: shoal-test-secret
+${auth}`,
+  );
+
+  const host = `${ip}:${port}`;
+  const url = `http://${host}`;
+  let proc: Proc | undefined;
+
+  const start = async (): Promise<void> => {
+    if (proc?.running()) return;
+    // /v2/ answers 401 when auth is on; either way it is serving.
+    proc = await startProc({ name: NAME, dir: init.dir, command: 'docker-registry', args: ['serve', configPath] }, (p) =>
+      waitForHttp(`${url}/v2/`, { what: `registry on ${host}`, proc: p, status: init.htpasswd ? 401 : 200, timeoutMs: 15_000 }),
+    );
+  };
+  await start();
+
+  const logPath = join(init.dir, `${NAME}.log`);
+  return {
+    host,
+    url,
+    dir: init.dir,
+    credentials: init.htpasswd,
+    start,
+    stop: async () => {
+      await proc?.stop();
+    },
+    requests: () => parseAccessLog(readFileSync(logPath, 'utf8')),
+    logPath,
+  };
+}
+
+async function writeHtpasswd(dir: string, cred: { user: string; password: string }): Promise<string> {
+  // distribution accepts bcrypt entries only.
+  const { stdout } = await run('htpasswd', ['-Bbn', cred.user, cred.password]);
+  const path = join(dir, 'htpasswd');
+  writeFileSync(path, stdout.toString('utf8').trim() + '\n');
+  return `auth:
+  htpasswd:
+    realm: shoal-test
+    path: ${path}
+`;
+}
+
+// 127.0.0.1 - user [22/Nov/2026:16:28:53 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"
+// (The user field stays "-" even with basic auth: gorilla's combined log reads only URL userinfo.)
+const ACCESS_RE = /^(\S+) \S+ \S+ \[[^\]]+\] "(\S+) (\S+) [^"]*" (\d{3}) (\d+|-) "[^"]*" "([^"]*)"$/;
+
+export function parseAccessLog(text: string): RegistryRequest[] {
+  const out: RegistryRequest[] = [];
+  for (const line of text.split('\n')) {
+    const m = ACCESS_RE.exec(line);
+    if (!m) continue;
+    const [, remoteIp = '', method = '', path = '', status = '0', bytes = '-', userAgent = ''] = m;
+    out.push({ method, path, status: Number(status), bytes: bytes === '-' ? 0 : Number(bytes), remoteIp, userAgent });
+  }
+  return out;
+}
