@@ -36,10 +36,15 @@ export const configureFlags = {
   logLevel,
 };
 
-// cleanup takes configure's flags, so one set of args or env serves both.
+// cleanup accepts configure's flags, so one set of args or env serves both; it
+// restores every directory configure wrote, whatever the list says now.
+const unusedByCleanup = 'Accepted so configure\'s flags and env serve cleanup too; not used: cleanup restores every directory configure wrote.';
 export const cleanupFlags = {
-  ...configureFlags,
-  mirrorTarget: flag.string('Accepted for symmetry with configure; not used.', '', 'URL'),
+  containerdRegistryConfigPath: configureFlags.containerdRegistryConfigPath,
+  mirroredRegistries: flag.custom(unusedByCleanup, 'LIST', parseMirroredRegistries, ''),
+  mirrorTarget: flag.string(unusedByCleanup, '', 'URL'),
+  prependExisting: flag.bool(unusedByCleanup, false),
+  logLevel,
 };
 
 export const COMMANDS = {

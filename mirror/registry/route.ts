@@ -15,6 +15,8 @@ export type Route =
   | { readonly kind: 'manifest'; readonly name: string; readonly reference: ManifestReference; readonly namespace: string | undefined }
   | { readonly kind: 'blob'; readonly name: string; readonly digest: Digest; readonly namespace: string | undefined };
 
+// A `.` or `..` segment anywhere, also right after a digest algorithm (`sha256:../`).
+const DOT_SEGMENT_RE = /(?:^|[/:])\.\.?(?:\/|$)/;
 const ROUTE_RE = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/;
 
 /** Throws RegistryError for anything that is not a valid pull route. */
@@ -24,6 +26,7 @@ export function parseRoute(rawUrl: string): Route {
   const namespace = q === -1 ? undefined : (new URLSearchParams(rawUrl.slice(q + 1)).get('ns') ?? undefined);
   if (path === '/v2/' || path === '/v2') return { kind: 'base' };
   if (path.includes('%')) throw new RegistryError('NAME_INVALID', 'percent-encoded paths are not accepted');
+  if (DOT_SEGMENT_RE.test(path)) throw new RegistryError('NAME_INVALID', 'paths with . or .. segments are not accepted');
   const m = path.match(ROUTE_RE);
   if (!m) throw new RegistryError('UNSUPPORTED', 'not a pull route: this mirror serves manifests and blobs only', { path: truncate(path) }, 404);
   const [, name, kind, reference] = m as unknown as [string, string, 'manifests' | 'blobs', string];
