@@ -33,7 +33,7 @@ if eslint --max-warnings 0 .; then passed=$((passed + 1)); else failed=$((failed
 step "unit and end-to-end tests (mocha)"
 counts=$(mktemp)
 SHOAL_TEST_COUNTS="$counts" mocha --forbid-only --forbid-pending --reporter hack/count-reporter.cjs \
-  'shared/**/*.test.ts' 'mirror/**/*.test.ts' 'webhook/**/*.test.ts' 'hack/**/*.test.ts'
+  'shared/**/*.test.ts' 'mirror/**/*.test.ts' 'webhook/**/*.test.ts' 'manifests/**/*.test.ts' 'hack/**/*.test.ts'
 status=$?
 if [ -s "$counts" ]; then
   read -r p f pending < <(node -e 'const s = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(s.passes, s.failures, s.pending)' "$counts")

@@ -1,0 +1,384 @@
+/**
+ * The kustomize base as a cluster would get it: rendered by `kubectl kustomize`,
+ * every object checked against the Kubernetes schema, and the DaemonSet checked
+ * against the mirror binary itself (its --help, and real runs of configure and
+ * cleanup with the containers' own arguments), so manifests and flags cannot drift.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import type { IContainer } from 'kubernetes-models/v1/Container';
+import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
+import { parseAllDocuments } from 'yaml';
+import { parseFlags, type Flags } from '../shared/cli.ts';
+import { COMMANDS, type CommandName } from '../mirror/options.ts';
+
+const run = promisify(execFile);
+const ROOT = join(import.meta.dirname, '..');
+const MAIN = join(ROOT, 'mirror', 'main.ts');
+/** What the downward API would give for status.hostIP (TEST-NET-1). */
+const NODE_IP = '192.0.2.10';
+
+interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+}
+
+async function render(dir: string): Promise<KubeObject[]> {
+  let stdout: string;
+  try {
+    ({ stdout } = await run('kubectl', ['kustomize', join(ROOT, dir)], { maxBuffer: 16 << 20 }));
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    if (e.code === 'ENOENT') {
+      throw new Error('kubectl is not on PATH: this test renders the manifests with `kubectl kustomize` (kubectl 1.32 is on these machine images; it needs no cluster); install kubectl', { cause: err });
+    }
+    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`, { cause: err });
+  }
+  const objects: KubeObject[] = [];
+  for (const doc of parseAllDocuments(stdout)) {
+    assert.deepEqual(doc.errors, [], `kubectl kustomize ${dir} printed YAML that does not parse`);
+    objects.push(doc.toJS() as KubeObject);
+  }
+  assert.ok(objects.length > 0, `kubectl kustomize ${dir} rendered nothing`);
+  return objects;
+}
+
+type Model = new (data: unknown) => { validate(): void };
+
+/** kubernetes-models' class for the object's apiVersion and kind; failing when there is none, so nothing goes unchecked. */
+async function schemaOf(obj: KubeObject): Promise<Model> {
+  let group: Record<string, unknown>;
+  try {
+    group = await import(`kubernetes-models/${obj.apiVersion}`) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`kubernetes-models has no API group version ${obj.apiVersion} (for ${obj.kind}/${obj.metadata.name})`, { cause: err });
+  }
+  const model = group[obj.kind];
+  assert.equal(typeof model, 'function', `kubernetes-models has no ${obj.apiVersion} ${obj.kind} (for ${obj.metadata.name})`);
+  return model as Model;
+}
+
+async function validateAll(objects: readonly KubeObject[]): Promise<string[]> {
+  const validated: string[] = [];
+  for (const obj of objects) {
+    const Model = await schemaOf(obj);
+    try {
+      new Model(obj).validate();
+    } catch (err) {
+      assert.fail(`${obj.kind}/${obj.metadata.name} does not match the Kubernetes schema: ${(err as Error).message}`);
+    }
+    validated.push(`${obj.kind}/${obj.metadata.name}`);
+  }
+  return validated;
+}
+
+function find<T>(objects: readonly KubeObject[], kind: string, namePrefix: string): T {
+  const found = objects.filter((o) => o.kind === kind && o.metadata.name.startsWith(namePrefix));
+  assert.equal(found.length, 1, `expected one ${kind} named ${namePrefix}*, found ${found.length}`);
+  return found[0] as T;
+}
+
+function podSpec(ds: IDaemonSet): IPodSpec {
+  const spec = ds.spec?.template.spec;
+  assert.ok(spec, `${ds.metadata?.name} has no pod spec`);
+  return spec;
+}
+
+function container(list: readonly IContainer[] | undefined, name: string): IContainer {
+  const found = list?.find((c) => c.name === name);
+  assert.ok(found, `no container named ${name}`);
+  return found;
+}
+
+/** A flag as `node mirror/main.ts COMMAND --help` lists it. */
+interface HelpFlag {
+  readonly takesValue: boolean;
+  readonly env: string;
+}
+
+async function helpFlags(command: CommandName): Promise<Map<string, HelpFlag>> {
+  const { stdout } = await run(process.execPath, [MAIN, command, '--help']);
+  const flags = new Map<string, HelpFlag>();
+  for (const line of stdout.split('\n')) {
+    const m = line.match(/^\s+--([a-z0-9-]+)( [A-Z]+)?\s{2,}.*\[(SHOAL_[A-Z0-9_]+)\]$/);
+    if (m) flags.set(m[1]!, { takesValue: m[2] !== undefined, env: m[3]! });
+  }
+  assert.ok(flags.size > 0, `found no flags in \`${command} --help\`:\n${stdout}`);
+  return flags;
+}
+
+/** How a container runs the mirror: its subcommand, flags and SHOAL_* environment. */
+interface Invocation {
+  readonly command: CommandName;
+  /** Flag name to raw value ("true" for a bare boolean). */
+  readonly flags: Map<string, string>;
+  readonly env: Map<string, string>;
+}
+
+/** Kubernetes' $(VAR) expansion, with the downward API's status.hostIP as NODE_IP; an unknown name is an error, not left as text. */
+function expand(text: string, c: IContainer): string {
+  return text.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_, name: string) => {
+    const v = c.env?.find((e) => e.name === name);
+    if (v === undefined) assert.fail(`${c.name}: $(${name}) is not defined by the container's env`);
+    if (v.value !== undefined) return v.value;
+    if (v.valueFrom?.fieldRef?.fieldPath === 'status.hostIP') return NODE_IP;
+    assert.fail(`${c.name}: ${name} must be a literal or the node's IP (fieldRef status.hostIP)`);
+  });
+}
+
+function invocation(c: IContainer, help: ReadonlyMap<CommandName, Map<string, HelpFlag>>, configMaps: readonly IConfigMap[]): Invocation {
+  assert.deepEqual(c.command, ['node', 'mirror/main.ts'], `${c.name} does not run the mirror`);
+  const [command, ...args] = (c.args ?? []).map((a) => expand(a, c));
+  assert.ok(command !== undefined && command in COMMANDS, `${c.name}: "${command}" is not a mirror command`);
+  const known = help.get(command as CommandName);
+  assert.ok(known, `no --help read for ${command}`);
+  const flags = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    assert.ok(arg.startsWith('--'), `${c.name}: stray argument "${arg}"`);
+    const eq = arg.indexOf('=');
+    const name = arg.slice(2, eq === -1 ? undefined : eq);
+    const spec = known.get(name);
+    assert.ok(spec, `${c.name}: --${name} is not a flag of \`${command}\` (it has ${[...known.keys()].map((k) => `--${k}`).join(', ')})`);
+    let value = eq === -1 ? undefined : arg.slice(eq + 1);
+    if (value === undefined) value = spec.takesValue ? args[++i] : 'true';
+    assert.ok(value !== undefined, `${c.name}: --${name} has no value`);
+    assert.ok(!flags.has(name), `${c.name}: --${name} given twice`);
+    flags.set(name, value);
+  }
+
+  const env = new Map<string, string>();
+  for (const e of c.env ?? []) if (e.value !== undefined) env.set(e.name, expand(e.value, c));
+  for (const from of c.envFrom ?? []) {
+    assert.equal(from.prefix, undefined, `${c.name}: an envFrom prefix would rename the SHOAL_* variables`);
+    const ref = from.configMapRef?.name;
+    assert.ok(ref, `${c.name}: envFrom other than a ConfigMap`);
+    const cm = configMaps.find((m) => m.metadata?.name === ref);
+    assert.ok(cm, `${c.name}: envFrom names ConfigMap ${ref}, which is not rendered`);
+    for (const [k, v] of Object.entries(cm.data ?? {})) env.set(k, v);
+  }
+  const envNames = new Map([...known].map(([name, f]) => [f.env, name]));
+  for (const name of env.keys()) {
+    if (!name.startsWith('SHOAL_')) continue;
+    const flag = envNames.get(name);
+    assert.ok(flag, `${c.name}: ${name} is not read by \`${command}\` (it reads ${[...envNames.keys()].join(', ')})`);
+    // The flag would win and the ConfigMap's value would be silently ignored.
+    assert.ok(!flags.has(flag), `${c.name}: --${flag} is set both as a flag and through ${name}`);
+  }
+  const shoalEnv = new Map([...env].filter(([k]) => k.startsWith('SHOAL_')));
+  // The values too, with the mirror's own parsers (a bad address or list fails here).
+  const values = (COMMANDS[command as CommandName].flags as Flags);
+  assert.doesNotThrow(() => parseFlags(values, args, Object.fromEntries(shoalEnv)), `${c.name}: the mirror refuses these arguments`);
+  return { command: command as CommandName, flags, env: shoalEnv };
+}
+
+/** Runs the mirror as the container would, with one flag's path replaced by a scratch directory. */
+async function runAsContainer(inv: Invocation, flag: string, path: string): Promise<string> {
+  const args = [...inv.flags].map(([k, v]) => `--${k}=${k === flag ? path : v}`);
+  const { stdout } = await run(process.execPath, [MAIN, inv.command, ...args], { env: { PATH: process.env.PATH, ...Object.fromEntries(inv.env) } });
+  return stdout;
+}
+
+function bytes(quantity: string | number | undefined): number {
+  assert.ok(quantity !== undefined, 'no quantity');
+  const m = String(quantity).match(/^([0-9.]+)(Ki|Mi|Gi|k|M|G)?$/);
+  assert.ok(m, `cannot read quantity ${quantity}`);
+  const unit = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, k: 1e3, M: 1e6, G: 1e9 }[m[2] ?? ''] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+function hostPathOf(spec: IPodSpec, c: IContainer, mountPath: string): { path: string; type?: string; readOnly: boolean } {
+  const mount = c.volumeMounts?.find((m) => m.mountPath === mountPath);
+  assert.ok(mount, `${c.name} does not mount ${mountPath}`);
+  const volume = spec.volumes?.find((v) => v.name === mount.name);
+  assert.ok(volume?.hostPath, `${c.name}: volume ${mount.name} at ${mountPath} is not a hostPath`);
+  return { path: volume.hostPath.path, type: volume.hostPath.type, readOnly: mount.readOnly === true };
+}
+
+const CERTS_D = '/etc/containerd/certs.d';
+const SOCKET = '/run/containerd/containerd.sock';
+const CONTENT = '/var/lib/containerd/io.containerd.content.v1.content';
+const DATA = '/var/lib/shoal';
+
+describe('manifests/ (kustomize base)', function () {
+  let base: KubeObject[];
+  let cleanupObjects: KubeObject[];
+  const help = new Map<CommandName, Map<string, HelpFlag>>();
+  let ds: IDaemonSet;
+  let spec: IPodSpec;
+  let configure: IContainer;
+  let mirror: IContainer;
+  let configMaps: IConfigMap[];
+  let tmp: string;
+
+  before(async function () {
+    [base, cleanupObjects] = await Promise.all([render('manifests'), render('manifests/cleanup')]);
+    for (const command of Object.keys(COMMANDS) as CommandName[]) help.set(command, await helpFlags(command));
+    ds = find<IDaemonSet>(base, 'DaemonSet', 'shoal-mirror');
+    spec = podSpec(ds);
+    configure = container(spec.initContainers, 'configure');
+    mirror = container(spec.containers, 'mirror');
+    configMaps = base.filter((o) => o.kind === 'ConfigMap') as IConfigMap[];
+  });
+  beforeEach(async function () {
+    tmp = await mkdtemp(join(tmpdir(), 'shoal-manifests-'));
+  });
+  afterEach(async function () {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('renders the namespace, service account, ConfigMap and DaemonSet, each valid against the Kubernetes schema', async function () {
+    const validated = await validateAll(base);
+    assert.equal(validated.length, base.length);
+    assert.deepEqual(base.map((o) => o.kind).sort(), ['ConfigMap', 'DaemonSet', 'Namespace', 'ServiceAccount']);
+    for (const o of base) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'shoal-system', `${o.kind}/${o.metadata.name}`);
+    // hostNetwork and hostPath are refused below the privileged Pod Security level.
+    const ns = find<{ metadata: { labels?: Record<string, string> } }>(base, 'Namespace', 'shoal-system');
+    assert.equal(ns.metadata.labels?.['pod-security.kubernetes.io/enforce'], 'privileged');
+  });
+
+  it('the schema check does reject a broken object', async function () {
+    const broken = structuredClone(ds) as unknown as KubeObject & IDaemonSet;
+    podSpec(broken).containers[0]!.ports![0]!.containerPort = 'five thousand' as unknown as number;
+    const Model = await schemaOf(broken);
+    assert.throws(() => new Model(broken).validate(), /containerPort must be integer/);
+  });
+
+  it('runs configure in the init container and serve in the main container, with flags and env the mirror accepts', function () {
+    assert.equal(invocation(configure, help, configMaps).command, 'configure');
+    assert.equal(invocation(mirror, help, configMaps).command, 'serve');
+    assert.equal(spec.initContainers?.length, 1);
+    assert.equal(spec.containers.length, 1);
+  });
+
+  it('gives both containers the registry list and log level from the ConfigMap', function () {
+    const cm = find<IConfigMap>(base, 'ConfigMap', 'shoal-mirror-config');
+    assert.deepEqual(Object.keys(cm.data ?? {}).sort(), ['SHOAL_LOG_LEVEL', 'SHOAL_MIRRORED_REGISTRIES']);
+    assert.equal(cm.data?.SHOAL_MIRRORED_REGISTRIES, 'docker.io,ghcr.io,quay.io,registry.k8s.io');
+    for (const c of [configure, mirror]) {
+      assert.equal(invocation(c, help, configMaps).env.get('SHOAL_MIRRORED_REGISTRIES'), cm.data?.SHOAL_MIRRORED_REGISTRIES, c.name);
+    }
+  });
+
+  it('serves on NODE_IP at the port configure points containerd at, on the host network', function () {
+    assert.equal(spec.hostNetwork, true);
+    assert.equal(spec.dnsPolicy, 'ClusterFirstWithHostNet');
+    const nodeIp = mirror.env?.find((e) => e.name === 'NODE_IP');
+    assert.equal(nodeIp?.valueFrom?.fieldRef?.fieldPath, 'status.hostIP');
+    const serve = invocation(mirror, help, configMaps);
+    const target = new URL(invocation(configure, help, configMaps).flags.get('mirror-target') ?? assert.fail('configure has no --mirror-target'));
+    assert.equal(target.protocol, 'http:');
+    assert.equal(serve.flags.get('registry-addr'), `${NODE_IP}:${target.port}`);
+    assert.equal(serve.flags.get('metrics-addr'), `${NODE_IP}:9090`);
+    const ports = new Map(mirror.ports?.map((p) => [p.name, p]));
+    assert.equal(ports.get('registry')?.containerPort, Number(target.port));
+    assert.equal(ports.get('metrics')?.containerPort, 9090);
+    for (const p of ports.values()) assert.equal(p.hostPort, p.containerPort, `port ${p.name}`);
+  });
+
+  it('probes /healthz and /readyz on the metrics port', function () {
+    assert.equal(mirror.livenessProbe?.httpGet?.path, '/healthz');
+    assert.equal(mirror.livenessProbe?.httpGet?.port, 'metrics');
+    assert.equal(mirror.readinessProbe?.httpGet?.path, '/readyz');
+    assert.equal(mirror.readinessProbe?.httpGet?.port, 'metrics');
+    assert.equal(ds.spec?.template.metadata?.annotations?.['prometheus.io/port'], '9090');
+  });
+
+  it('mounts the containerd socket, the content directory read-only, certs.d for configure only, and the data dir', function () {
+    const serve = invocation(mirror, help, configMaps).flags;
+    const configureFlags = invocation(configure, help, configMaps).flags;
+    // The flags name the paths inside the container; each must be the mount of the same host path.
+    assert.deepEqual(hostPathOf(spec, mirror, serve.get('containerd-sock') ?? ''), { path: SOCKET, type: 'Socket', readOnly: false });
+    assert.deepEqual(hostPathOf(spec, mirror, serve.get('containerd-content-path') ?? ''), { path: CONTENT, type: 'Directory', readOnly: true });
+    assert.deepEqual(hostPathOf(spec, mirror, serve.get('data-dir') ?? ''), { path: DATA, type: 'DirectoryOrCreate', readOnly: false });
+    assert.deepEqual(hostPathOf(spec, configure, configureFlags.get('containerd-registry-config-path') ?? ''), { path: CERTS_D, type: 'DirectoryOrCreate', readOnly: false });
+    assert.ok(!mirror.volumeMounts?.some((m) => m.mountPath === CERTS_D), 'serve has no business with certs.d');
+    assert.deepEqual(configure.volumeMounts?.map((m) => m.mountPath), [CERTS_D]);
+  });
+
+  it('configure, run with the init container\'s own arguments and env, points every listed registry at the mirror', async function () {
+    const inv = invocation(configure, help, configMaps);
+    const certsD = join(tmp, 'certs.d');
+    await mkdir(certsD);
+    await runAsContainer(inv, 'containerd-registry-config-path', certsD);
+    assert.deepEqual((await readdir(certsD)).sort(), ['docker.io', 'ghcr.io', 'quay.io', 'registry.k8s.io']);
+    const hosts = await readFile(join(certsD, 'docker.io', 'hosts.toml'), 'utf8');
+    assert.match(hosts, new RegExp(`\\[host\\."http://${NODE_IP.replaceAll('.', '\\.')}:5000"\\]`));
+  });
+
+  it('runs on every node, before other workloads, a tenth of the nodes at a time', function () {
+    assert.ok(spec.tolerations?.some((t) => t.operator === 'Exists' && t.key === undefined && t.effect === undefined), 'no toleration of every taint');
+    assert.equal(spec.priorityClassName, 'system-node-critical');
+    assert.equal(ds.spec?.updateStrategy?.type, 'RollingUpdate');
+    assert.equal(ds.spec?.updateStrategy?.rollingUpdate?.maxUnavailable, '10%');
+    // Two pods on one node would both bind NODE_IP:5000.
+    assert.equal(ds.spec?.updateStrategy?.rollingUpdate?.maxSurge, 0);
+  });
+
+  it('runs as root for containerd\'s files, with no capabilities, no escalation and a read-only root', function () {
+    assert.equal(spec.automountServiceAccountToken, false);
+    assert.equal(spec.enableServiceLinks, false);
+    for (const c of [configure, mirror]) {
+      const sc = c.securityContext;
+      assert.equal(sc?.runAsUser, 0, c.name);
+      assert.deepEqual(sc?.capabilities?.drop, ['ALL'], c.name);
+      assert.equal(sc?.capabilities?.add, undefined, c.name);
+      assert.equal(sc?.allowPrivilegeEscalation, false, c.name);
+      assert.equal(sc?.readOnlyRootFilesystem, true, c.name);
+      assert.notEqual(sc?.privileged, true, c.name);
+    }
+  });
+
+  it('sets requests and memory limits, with room over the mirror\'s 128Mi peak', function () {
+    for (const c of [configure, mirror]) {
+      assert.ok(c.resources?.requests?.cpu !== undefined && c.resources.requests.memory !== undefined, `${c.name} has no requests`);
+      assert.ok(c.resources.limits?.memory !== undefined, `${c.name} has no memory limit`);
+    }
+    assert.ok(bytes(mirror.resources?.limits?.memory) >= bytes('256Mi'));
+    assert.ok(bytes(mirror.resources?.requests?.memory) >= bytes('128Mi'));
+  });
+
+  describe('manifests/cleanup', function () {
+    let cleanupSpec: IPodSpec;
+    let cleanup: IContainer;
+
+    before(function () {
+      cleanupSpec = podSpec(find<IDaemonSet>(cleanupObjects, 'DaemonSet', 'shoal-cleanup'));
+      cleanup = container(cleanupSpec.initContainers, 'cleanup');
+    });
+
+    it('renders one DaemonSet, valid against the Kubernetes schema', async function () {
+      assert.deepEqual(await validateAll(cleanupObjects), ['DaemonSet/shoal-cleanup']);
+      assert.equal(cleanupObjects[0]!.metadata.namespace, 'shoal-system');
+    });
+
+    it('runs cleanup on every node, on the host path configure wrote, with the same image', function () {
+      const inv = invocation(cleanup, help, []);
+      assert.equal(inv.command, 'cleanup');
+      assert.deepEqual(hostPathOf(cleanupSpec, cleanup, inv.flags.get('containerd-registry-config-path') ?? ''), { path: CERTS_D, type: 'DirectoryOrCreate', readOnly: false });
+      assert.equal(cleanup.image, configure.image);
+      assert.ok(cleanupSpec.tolerations?.some((t) => t.operator === 'Exists' && t.key === undefined), 'no toleration of every taint');
+      assert.deepEqual(cleanup.securityContext, configure.securityContext);
+    });
+
+    it('puts back what configure replaced, run with both containers\' own arguments', async function () {
+      const certsD = join(tmp, 'certs.d');
+      await mkdir(join(certsD, 'docker.io'), { recursive: true });
+      const own = 'server = "https://registry-1.docker.io"\n\n[host."https://corp-cache.example"]\n  capabilities = ["pull", "resolve"]\n';
+      await writeFile(join(certsD, 'docker.io', 'hosts.toml'), own);
+      await runAsContainer(invocation(configure, help, configMaps), 'containerd-registry-config-path', certsD);
+      assert.notEqual(await readFile(join(certsD, 'docker.io', 'hosts.toml'), 'utf8'), own);
+      await runAsContainer(invocation(cleanup, help, []), 'containerd-registry-config-path', certsD);
+      assert.deepEqual(await readdir(certsD), ['docker.io']);
+      assert.deepEqual(await readdir(join(certsD, 'docker.io')), ['hosts.toml']);
+      assert.equal(await readFile(join(certsD, 'docker.io', 'hosts.toml'), 'utf8'), own);
+    });
+  });
+});
