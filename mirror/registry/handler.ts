@@ -3,6 +3,8 @@
  * Every byte sent is checked against its digest; a mismatch aborts the
  * response (blobs) or turns into a 404 (manifests, which are checked whole
  * before anything is sent), so the client moves on and never keeps bad bytes.
+ * What the node lacks is fetched from peers when a PeerSource is given, with
+ * the same guarantees.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { canonicalRepository } from '../../shared/reference.ts';
@@ -14,8 +16,10 @@ import { ContentMismatchError } from '../../shared/verify.ts';
 import type { MirroredRegistry } from '../../shared/registries.ts';
 import { readAll, type ContentStore, type Descriptor } from '../store/store.ts';
 import type { MirrorMetrics } from '../metrics.ts';
+import { isPeerRequest } from '../peers/peer-client.ts';
+import type { PeerSource } from '../peers/peer-source.ts';
 import { RegistryError } from './errors.ts';
-import { parseRange } from './range.ts';
+import { parseRange, type ByteRange } from './range.ts';
 import { parseRoute, type Route } from './route.ts';
 
 export interface RegistryHandlerInit {
@@ -24,6 +28,25 @@ export interface RegistryHandlerInit {
   mirroredRegistries: readonly MirroredRegistry[];
   logger: Logger;
   metrics: MirrorMetrics;
+  /**
+   * Other nodes' mirrors, asked for what the local store lacks. Absent: the
+   * local store only. Never asked on behalf of a request from a peer
+   * (Shoal-Peer-Request), so a miss does not travel on from peer to peer.
+   */
+  peers?: PeerSource;
+}
+
+/** Where a local miss may still be found, for one request. */
+interface Remote {
+  readonly peers: PeerSource;
+  /** Aborts when the client goes away. */
+  readonly signal: AbortSignal;
+}
+
+/** A tag's descriptor, and whether it came from a peer rather than this node's image records. */
+interface Resolved {
+  readonly descriptor: Descriptor;
+  readonly fromPeer: boolean;
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -35,8 +58,9 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
   const { store, logger, metrics } = init;
   const mirrored = new Set(init.mirroredRegistries.map((r) => r.host));
 
-  async function handle(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, route: Route, signal: AbortSignal): Promise<void> {
     const head = req.method === 'HEAD';
+    const remote: Remote | undefined = init.peers !== undefined && !isPeerRequest(req.headers) ? { peers: init.peers, signal } : undefined;
     switch (route.kind) {
       case 'base':
         res.setHeader('Content-Type', 'application/json');
@@ -44,36 +68,44 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
         res.end(head ? undefined : '{}');
         return;
       case 'manifest': {
-        const descriptor = route.reference.kind === 'tag' ? await resolveTag(route.name, route.reference.tag, route.namespace) : undefined;
-        const digest = route.reference.kind === 'digest' ? route.reference.digest : descriptor?.digest;
+        const resolved = route.reference.kind === 'tag' ? await resolveTag(route.name, route.reference.tag, route.namespace, remote) : undefined;
+        const digest = route.reference.kind === 'digest' ? route.reference.digest : resolved?.descriptor.digest;
         if (digest === undefined) {
           metrics.requests.inc({ source: 'miss', kind: 'manifest' });
           throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to this node', { name: route.name, reference: referenceText(route) });
         }
-        await sendManifest(res, head, digest, descriptor, route);
+        await sendManifest(res, head, digest, resolved, route, remote);
         return;
       }
       case 'blob':
-        await sendBlob(req, res, head, route.digest);
+        await sendBlob(req, res, head, route, remote);
         return;
     }
   }
 
-  async function resolveTag(name: string, tag: string, namespace: string | undefined): Promise<Descriptor | undefined> {
+  async function resolveTag(name: string, tag: string, namespace: string | undefined, remote: Remote | undefined): Promise<Resolved | undefined> {
     // Without ?ns= a tag cannot be placed in a registry.
     if (namespace === undefined || !NS_RE.test(namespace)) return undefined;
     if (mirrored.size > 0 && !mirrored.has(namespace)) return undefined;
-    return store.resolveTag({ registry: namespace, name: canonicalRepository(namespace, name), tag });
+    const key = { registry: namespace, name: canonicalRepository(namespace, name), tag };
+    const local = await store.resolveTag(key);
+    if (local !== undefined) return { descriptor: local, fromPeer: false };
+    const fromPeer = await remote?.peers.resolveTag(key.registry, key.name, key.tag, remote.signal);
+    return fromPeer === undefined ? undefined : { descriptor: fromPeer, fromPeer: true };
   }
 
-  async function sendManifest(res: ServerResponse, head: boolean, digest: Digest, known: Descriptor | undefined, route: Route & { kind: 'manifest' }): Promise<void> {
+  async function sendManifest(res: ServerResponse, head: boolean, digest: Digest, resolved: Resolved | undefined, route: Route & { kind: 'manifest' }, remote: Remote | undefined): Promise<void> {
     const unknown = () => {
       metrics.requests.inc({ source: 'miss', kind: 'manifest' });
       return new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to this node', { name: route.name, reference: referenceText(route) });
     };
     const size = await store.size(digest);
+    if (size === undefined && remote !== undefined) {
+      await sendPeerManifest(res, head, digest, resolved, route, remote, unknown);
+      return;
+    }
     if (size === undefined || size > MAX_MANIFEST_BYTES) throw unknown();
-    let mediaType = known?.mediaType;
+    let mediaType = resolved?.descriptor.mediaType;
     let body: Buffer | undefined;
     // A HEAD by tag has all it needs from the image record; anything else reads (and checks) the bytes.
     if (!head || mediaType === undefined) {
@@ -89,10 +121,7 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
       if (mediaType === undefined) throw unknown();
     }
     metrics.requests.inc({ source: 'local', kind: 'manifest' });
-    res.setHeader('Content-Type', mediaType);
-    res.setHeader('Docker-Content-Digest', digest.text);
-    res.setHeader('ETag', `"${digest.text}"`);
-    res.setHeader('Content-Length', size);
+    setManifestHeaders(res, mediaType, digest, size);
     if (head) {
       res.end();
       return;
@@ -101,29 +130,50 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     res.end(body);
   }
 
-  async function sendBlob(req: IncomingMessage, res: ServerResponse, head: boolean, digest: Digest): Promise<void> {
+  /** A manifest this node lacks: a HEAD by tag answers from the peer's descriptor, anything else fetches and checks the bytes. */
+  async function sendPeerManifest(
+    res: ServerResponse,
+    head: boolean,
+    digest: Digest,
+    resolved: Resolved | undefined,
+    route: Route & { kind: 'manifest' },
+    { peers, signal }: Remote,
+    unknown: () => RegistryError,
+  ): Promise<void> {
+    let mediaType: string;
+    let body: Buffer | undefined;
+    let size: number;
+    if (head && resolved?.fromPeer === true) {
+      ({ mediaType, size } = resolved.descriptor);
+    } else {
+      const manifest = await peers.fetchManifest(route.name, digest, signal);
+      if (manifest === undefined) throw unknown();
+      ({ mediaType, bytes: body } = manifest);
+      size = body.length;
+    }
+    metrics.requests.inc({ source: 'peer', kind: 'manifest' });
+    setManifestHeaders(res, mediaType, digest, size);
+    if (head) {
+      res.end();
+      return;
+    }
+    metrics.bytes.inc({ source: 'peer' }, size);
+    res.end(body);
+  }
+
+  async function sendBlob(req: IncomingMessage, res: ServerResponse, head: boolean, route: Route & { kind: 'blob' }, remote: Remote | undefined): Promise<void> {
+    const digest = route.digest;
     const size = await store.size(digest);
+    if (size === undefined && remote !== undefined) {
+      await sendPeerBlob(req, res, head, route, remote);
+      return;
+    }
     if (size === undefined) {
       metrics.requests.inc({ source: 'miss', kind: 'blob' });
       throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to this node', { digest: digest.text });
     }
-    const range = parseRange(req.headers.range, size);
-    if (range.kind === 'unsatisfiable') {
-      res.setHeader('Content-Range', `bytes */${size}`);
-      throw new RegistryError('UNSUPPORTED', 'range not satisfiable', { size }, 416);
-    }
+    const { slice, length } = setBlobHeaders(req, res, digest, size);
     metrics.requests.inc({ source: 'local', kind: 'blob' });
-    res.setHeader('Content-Type', 'application/octet-stream');
-    res.setHeader('Docker-Content-Digest', digest.text);
-    res.setHeader('ETag', `"${digest.text}"`);
-    res.setHeader('Accept-Ranges', 'bytes');
-    const slice = range.kind === 'range' ? range.range : undefined;
-    if (slice !== undefined) {
-      res.statusCode = 206;
-      res.setHeader('Content-Range', `bytes ${slice.start}-${slice.end}/${size}`);
-    }
-    const length = slice === undefined ? size : slice.end - slice.start + 1;
-    res.setHeader('Content-Length', length);
     if (head || length === 0) {
       // An empty body cannot be held back: check the (empty) content before answering.
       if (!head) await readAll(store, digest, size);
@@ -147,10 +197,58 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     }
   }
 
+  /**
+   * A blob this node lacks, streamed from peers as it arrives. Until the first
+   * byte goes out a failure is still a 404 (containerd goes to its next host);
+   * after it, the response is cut short.
+   */
+  async function sendPeerBlob(req: IncomingMessage, res: ServerResponse, head: boolean, route: Route & { kind: 'blob' }, { peers, signal }: Remote): Promise<void> {
+    const digest = route.digest;
+    const unknown = () => {
+      metrics.requests.inc({ source: 'miss', kind: 'blob' });
+      return new RegistryError('BLOB_UNKNOWN', 'blob unknown to this node', { digest: digest.text });
+    };
+    if (head) {
+      const size = await peers.blobSize(route.name, digest, signal);
+      if (size === undefined) throw unknown();
+      setBlobHeaders(req, res, digest, size);
+      metrics.requests.inc({ source: 'peer', kind: 'blob' });
+      res.end();
+      return;
+    }
+    const blob = await peers.openBlob(route.name, digest, signal);
+    if (blob === undefined) throw unknown();
+    let slice: ByteRange | undefined;
+    let length: number;
+    try {
+      ({ slice, length } = setBlobHeaders(req, res, digest, blob.size));
+    } catch (err) {
+      blob.close();
+      throw err;
+    }
+    try {
+      await streamToResponse(res, blob.read(slice));
+    } catch (err) {
+      // The PeerSource has logged and counted wrong bytes; a client gone needs no word.
+      if (!res.destroyed && !(err instanceof ContentMismatchError)) logger.warn('blob from peers failed', { digest: digest.text, error: err as Error, sent: res.headersSent });
+      if (!res.headersSent && !res.destroyed) {
+        for (const name of BLOB_HEADERS) res.removeHeader(name);
+        throw unknown();
+      }
+      metrics.requests.inc({ source: 'peer', kind: 'blob' });
+      res.destroy();
+      return;
+    }
+    metrics.requests.inc({ source: 'peer', kind: 'blob' });
+    metrics.bytes.inc({ source: 'peer' }, length);
+  }
+
   return (req, res) => {
     const started = process.hrtime.bigint();
     let route: Route | undefined;
+    const gone = new AbortController();
     res.once('close', () => {
+      gone.abort();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.httpDuration.observe({ route: route?.kind ?? 'invalid', method: req.method ?? '', code: res.statusCode }, seconds);
     });
@@ -161,9 +259,13 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
         throw new RegistryError('UNSUPPORTED', `${req.method} is not supported: this mirror serves pulls only`);
       }
       route = parseRoute(req.url ?? '/');
-      await handle(req, res, route);
+      await handle(req, res, route, gone.signal);
     };
-    serve().catch((err: unknown) => sendError(res, asRegistryError(err, route, logger)));
+    serve().catch((err: unknown) => {
+      // The client left while peers were asked: nobody to answer, nothing to report.
+      if (gone.signal.aborted && err instanceof Error && err.name === 'AbortError') return;
+      sendError(res, asRegistryError(err, route, logger));
+    });
   };
 }
 
@@ -188,6 +290,36 @@ function sendError(res: ServerResponse, error: RegistryError): void {
   res.setHeader('Content-Type', 'application/json');
   res.setHeader('Content-Length', Buffer.byteLength(body));
   res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+function setManifestHeaders(res: ServerResponse, mediaType: string, digest: Digest, size: number): void {
+  res.setHeader('Content-Type', mediaType);
+  res.setHeader('Docker-Content-Digest', digest.text);
+  res.setHeader('ETag', `"${digest.text}"`);
+  res.setHeader('Content-Length', size);
+}
+
+const BLOB_HEADERS = ['Content-Type', 'Docker-Content-Digest', 'ETag', 'Accept-Ranges', 'Content-Range', 'Content-Length'] as const;
+
+/** Status and headers for a blob of `size`, with the request's Range applied; throws 416 for a range past the end. */
+function setBlobHeaders(req: IncomingMessage, res: ServerResponse, digest: Digest, size: number): { slice: ByteRange | undefined; length: number } {
+  const range = parseRange(req.headers.range, size);
+  if (range.kind === 'unsatisfiable') {
+    res.setHeader('Content-Range', `bytes */${size}`);
+    throw new RegistryError('UNSUPPORTED', 'range not satisfiable', { size }, 416);
+  }
+  res.setHeader('Content-Type', 'application/octet-stream');
+  res.setHeader('Docker-Content-Digest', digest.text);
+  res.setHeader('ETag', `"${digest.text}"`);
+  res.setHeader('Accept-Ranges', 'bytes');
+  const slice = range.kind === 'range' ? range.range : undefined;
+  if (slice !== undefined) {
+    res.statusCode = 206;
+    res.setHeader('Content-Range', `bytes ${slice.start}-${slice.end}/${size}`);
+  }
+  const length = slice === undefined ? size : slice.end - slice.start + 1;
+  res.setHeader('Content-Length', length);
+  return { slice, length };
 }
 
 function referenceText(route: Route & { kind: 'manifest' }): string {
