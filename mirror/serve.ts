@@ -1,4 +1,8 @@
-/** `serve`: the registry API over the node's containerd, and the ops endpoints. */
+/**
+ * `serve`: the registry API over the node's containerd, peers found through the
+ * DHT for what the node lacks, the advertiser that tells the DHT what the node
+ * holds, and the ops endpoints.
+ */
 import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { FlagValues } from '../shared/cli.ts';
@@ -7,8 +11,12 @@ import { formatListenAddress } from '../shared/listen-address.ts';
 import type { Logger } from '../shared/log.ts';
 import { createMetricsRegistry } from '../shared/metrics.ts';
 import { createOpsHandler } from '../shared/ops-handler.ts';
+import { DhtRouter } from '../shared/p2p/dht-router.ts';
+import { readNetworkKeyFile } from '../shared/p2p/network-key.ts';
+import { Advertiser } from './advertiser/advertiser.ts';
 import { createMirrorMetrics } from './metrics.ts';
 import type { serveFlags } from './options.ts';
+import { PeerSource } from './peers/peer-source.ts';
 import { createRegistryHandler } from './registry/handler.ts';
 import { ContainerdStore } from './store/containerd/store.ts';
 
@@ -17,35 +25,62 @@ export type ServeOptions = FlagValues<typeof serveFlags>;
 export interface RunningMirror {
   readonly registryPort: number;
   readonly metricsPort: number;
+  readonly peerId: string;
   close(): Promise<void>;
 }
 
 export async function serve(options: ServeOptions, logger: Logger): Promise<RunningMirror> {
   await mkdir(options.dataDir, { recursive: true });
+  const metricsRegistry = createMetricsRegistry();
+  const metrics = createMirrorMetrics(metricsRegistry);
   const store = await ContainerdStore.open({
     socket: options.containerdSock,
     namespace: options.containerdNamespace,
     contentPath: options.containerdContentPath === '' ? undefined : options.containerdContentPath,
     logger,
   });
-  const metricsRegistry = createMetricsRegistry();
-  const metrics = createMirrorMetrics(metricsRegistry);
-  const registryServer: Server = createServer(createRegistryHandler({ store, mirroredRegistries: options.mirroredRegistries, logger, metrics }));
+  const router = await DhtRouter.create({
+    dataDir: options.dataDir,
+    logger,
+    listen: options.routerAddr,
+    networkKey: options.networkKeyFile === '' ? undefined : await readNetworkKeyFile(options.networkKeyFile),
+    bootstrapPeers: options.bootstrapPeers,
+    bootstrapDns: options.bootstrapDns === '' ? undefined : options.bootstrapDns,
+    advertiseTtlMs: options.advertiseTtl,
+    metrics: metricsRegistry,
+  });
+  const peers = new PeerSource({
+    router,
+    peerRegistryPort: options.peerRegistryPort,
+    resolveTimeoutMs: options.resolveTimeout,
+    resolveRetries: options.resolveRetries,
+    peerIdleTimeoutMs: options.peerIdleTimeout,
+    logger: logger.with({ component: 'peers' }),
+    metrics,
+  });
+  const registryServer: Server = createServer(createRegistryHandler({ store, mirroredRegistries: options.mirroredRegistries, logger, metrics, peers }));
   // Keep-alive longer than containerd's idle pool so it reuses connections across a pull.
   registryServer.keepAliveTimeout = 65_000;
-  const opsServer = createServer(createOpsHandler({ registry: metricsRegistry, ready: () => true }));
+  const opsServer = createServer(createOpsHandler({ registry: metricsRegistry, ready: () => router.ready() }));
   const registryPort = await listen(registryServer, options.registryAddr);
   const metricsPort = await listen(opsServer, options.metricsAddr);
+  const advertiser = new Advertiser({ containerd: store.client, store, router, mirroredRegistries: options.mirroredRegistries, logger: logger.with({ component: 'advertiser' }) });
+  await advertiser.start();
   logger.info('mirror serving', {
     registryAddr: formatListenAddress({ ...options.registryAddr, port: registryPort }),
     metricsAddr: formatListenAddress({ ...options.metricsAddr, port: metricsPort }),
+    peerId: router.peerId,
     mirroredRegistries: options.mirroredRegistries.map((r) => r.host),
   });
   return {
     registryPort,
     metricsPort,
+    peerId: router.peerId,
     async close() {
+      await advertiser.stop();
       await Promise.all([close(registryServer), close(opsServer)]);
+      peers.close();
+      await router.close();
       await store.close();
     },
   };

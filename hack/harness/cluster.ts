@@ -3,7 +3,8 @@
  * node i, a containerd and (optionally) a Shoal mirror on 127.0.0.(10+i), with the
  * node's hosts.toml sending pulls of the upstream to its own mirror first.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { generateNetworkKey } from '../../shared/p2p/network-key.ts';
 import { join } from 'node:path';
 import { startContainerd, type Containerd } from './containerd.ts';
 import { writeHostsToml } from './hosts.ts';
@@ -11,6 +12,7 @@ import { startMirror, type Mirror } from './mirror.ts';
 import { mountsUnder } from './mounts.ts';
 import { startRegistry, type Registry } from './registry.ts';
 import { createRunDir, livePidsUnder } from './runs.ts';
+import { freePort } from './procs.ts';
 
 export interface ClusterInit {
   /** Number of nodes. */
@@ -29,6 +31,12 @@ export interface ClusterInit {
    */
   hostsConfig?: 'harness' | 'mirror' | 'none';
   snapshotter?: 'overlayfs' | 'native';
+  /**
+   * The mirrors form one peer network (default true): the same registry and DHT
+   * ports on every node's IP, a shared network key, every other node as a
+   * bootstrap peer. False: each mirror is on its own.
+   */
+  peers?: boolean;
 }
 
 export interface ClusterNode {
@@ -44,6 +52,8 @@ export interface ClusterNode {
 
 export interface Cluster {
   runDir: string;
+  /** The network key file the mirrors share (peers: true). */
+  networkKeyFile: string | undefined;
   registry: Registry;
   nodes: ClusterNode[];
   /** Stops everything; tries every part even when some fail, then throws one AggregateError. */
@@ -78,6 +88,17 @@ export async function startCluster(init: ClusterInit): Promise<Cluster> {
     if (errors.length > 0) throw new AggregateError(errors, `cluster teardown in ${runDir}: ${errors.length} problem(s)`);
   };
 
+  const peered = (init.mirrors ?? true) && (init.peers ?? true);
+  // Peers reach each other's mirrors at host:--peer-registry-port, so one port for every node.
+  const registryPort = peered ? await freePort(nodeIp(0)) : undefined;
+  const routerPort = peered ? await freePort(nodeIp(0)) : undefined;
+  let networkKeyFile: string | undefined;
+  if (peered) {
+    networkKeyFile = join(runDir, 'network.key');
+    writeFileSync(networkKeyFile, generateNetworkKey(), { mode: 0o600 });
+  }
+  const routerOf = (index: number) => `${nodeIp(index)}:${routerPort}`;
+
   try {
     registry = await startRegistry({ dir: join(runDir, 'registry'), htpasswd: init.registry?.htpasswd });
     const upstream = registry;
@@ -100,6 +121,11 @@ export async function startCluster(init: ClusterInit): Promise<Cluster> {
             containerd,
             mirroredRegistries: [upstream.url],
             extraArgs: extra,
+            registryPort,
+            routerPort,
+            peerRegistryPort: registryPort,
+            networkKeyFile,
+            bootstrapPeers: peered ? Array.from({ length: init.nodes }, (_, i) => i).filter((i) => i !== index).map(routerOf) : undefined,
           });
         }
         const mode = init.hostsConfig ?? 'harness';
@@ -119,5 +145,5 @@ export async function startCluster(init: ClusterInit): Promise<Cluster> {
   }
   if (!registry) throw new Error('unreachable: registry not started');
   nodes.sort((a, b) => a.index - b.index);
-  return { runDir, registry, nodes, stop };
+  return { runDir, networkKeyFile, registry, nodes, stop };
 }

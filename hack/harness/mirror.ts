@@ -2,7 +2,7 @@
  * One Shoal mirror process per simulated node, run from this checkout
  * (`node mirror/main.ts serve ...`) on the node's own loopback address.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Containerd } from './containerd.ts';
 import { freePort, run, startProc, waitForHttp, type Proc } from './procs.ts';
@@ -23,6 +23,14 @@ export interface MirrorInit {
   extraArgs?: string[];
   /** `--containerd-content-path` (default: the containerd's own; '' reads only through Content.Read). */
   contentPath?: string;
+  /** The DHT's port on ip (default: a free one). */
+  routerPort?: number;
+  /** `--bootstrap-peers` entries (default none: a network of its own). */
+  bootstrapPeers?: string[];
+  /** `--network-key-file` (default none: an open network). */
+  networkKeyFile?: string;
+  /** `--peer-registry-port`: the registry port of the other nodes' mirrors (default: this mirror's own). */
+  peerRegistryPort?: number;
   /** Log level (default debug). */
   logLevel?: string;
 }
@@ -38,6 +46,12 @@ export interface Mirror {
   /** Starts again with the same flags and data dir; waits for /readyz. */
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** SIGKILL: a crash, no graceful close of connections in flight. */
+  kill(): Promise<void>;
+  /** `IP:PORT` of its DHT. */
+  readonly routerHost: string;
+  /** The libp2p peer id it announced at its last start (from its log). */
+  peerId(): string;
   /** Runs the mirror's own `configure` command: it writes hosts.toml files under hostsDir that point at this mirror. */
   configureContainerd(hostsDir: string): Promise<void>;
 }
@@ -55,7 +69,9 @@ export async function startMirror(init: MirrorInit): Promise<Mirror> {
   const metricsPort = init.metricsPort ?? (await freePort(init.ip));
   const dataDir = join(init.dir, 'data');
   mkdirSync(dataDir, { recursive: true });
+  const routerPort = init.routerPort ?? (await freePort(init.ip));
   const host = `${init.ip}:${registryPort}`;
+  const routerHost = `${init.ip}:${routerPort}`;
   const metricsUrl = `http://${init.ip}:${metricsPort}`;
   const registries = init.mirroredRegistries.join(',');
   const logLevel = init.logLevel ?? 'debug';
@@ -70,6 +86,10 @@ export async function startMirror(init: MirrorInit): Promise<Mirror> {
     '--mirrored-registries', registries,
     '--data-dir', dataDir,
     '--log-level', logLevel,
+    '--router-addr', routerHost,
+    '--peer-registry-port', String(init.peerRegistryPort ?? registryPort),
+    ...(init.bootstrapPeers && init.bootstrapPeers.length > 0 ? ['--bootstrap-peers', init.bootstrapPeers.join(',')] : []),
+    ...(init.networkKeyFile ? ['--network-key-file', init.networkKeyFile] : []),
     ...(init.extraArgs ?? []),
   ];
 
@@ -85,11 +105,23 @@ export async function startMirror(init: MirrorInit): Promise<Mirror> {
   return {
     url: `http://${host}`,
     host,
+    routerHost,
     metricsUrl,
+    peerId: () => {
+      const lines = readFileSync(join(init.dir, 'mirror.log'), 'utf8').split('\n').filter((l) => l.includes('"mirror serving"'));
+      const last = lines.at(-1);
+      if (last === undefined) throw new Error(`mirror on ${host} has not logged its peer id`);
+      return (JSON.parse(last) as { peerId: string }).peerId;
+    },
     logPath: join(init.dir, 'mirror.log'),
     start,
     stop: async () => {
       await proc?.stop();
+    },
+    kill: async () => {
+      if (!proc?.running()) return;
+      process.kill(proc.pid, 'SIGKILL');
+      await proc.exited;
     },
     configureContainerd: async (hostsDir) => {
       await run(nodeBinary(), [

@@ -202,6 +202,15 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
    * byte goes out a failure is still a 404 (containerd goes to its next host);
    * after it, the response is cut short.
    */
+  async function discardPartial(digest: Digest): Promise<void> {
+    try {
+      const dropped = (await store.discardPartial?.(digest)) ?? 0;
+      logger.warn('wrong bytes from peers were sent; dropped the unfinished download', { digest: digest.text, dropped });
+    } catch (err) {
+      logger.error('could not drop the unfinished download of wrong bytes', { digest: digest.text, error: err as Error });
+    }
+  }
+
   async function sendPeerBlob(req: IncomingMessage, res: ServerResponse, head: boolean, route: Route & { kind: 'blob' }, { peers, signal }: Remote): Promise<void> {
     const digest = route.digest;
     const unknown = () => {
@@ -236,6 +245,8 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
         throw unknown();
       }
       metrics.requests.inc({ source: 'peer', kind: 'blob' });
+      // Wrong bytes went out: drop what this node's containerd kept of them before it resumes elsewhere.
+      if (err instanceof ContentMismatchError) await discardPartial(digest);
       res.destroy();
       return;
     }

@@ -31,6 +31,14 @@ export interface ContentStore {
    * the fastest way its source allows.
    */
   read(digest: Digest, size: number, slice?: Slice): AsyncIterable<Uint8Array>;
+  /**
+   * Drops the node's unfinished downloads of this digest, if the store keeps
+   * any. containerd resumes an interrupted download from its offset, even from
+   * another source, so bytes the mirror sent and then found wrong would
+   * otherwise fail every later pull of the blob (containerd#3974). Returns how
+   * many were dropped.
+   */
+  discardPartial?(digest: Digest): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -16,7 +16,7 @@ export class MemoryNetwork {
   /** @internal */
   add(key: string, provider: Provider): void {
     let byPeer = this.#providers.get(key);
-    if (byPeer === undefined) this.#providers.set(key, (byPeer = new Map()));
+    if (byPeer === undefined) this.#providers.set(key, (byPeer = new Map<string, Provider>()));
     byPeer.set(provider.peerId, provider);
   }
 

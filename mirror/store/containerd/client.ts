@@ -55,7 +55,17 @@ interface ImagesClient extends grpc.Client {
   List: Unary<{ filters: string[] }, { images: ImageRecord[] }>;
 }
 
+export interface IngestStatus {
+  readonly ref: string;
+  readonly offset: number;
+  readonly total: number;
+  /** The digest the finished content must have. */
+  readonly expected: string;
+}
+
 interface ContentClient extends grpc.Client {
+  ListStatuses: Unary<{ filters: string[] }, { statuses: IngestStatus[] }>;
+  Abort: Unary<{ ref: string }, object>;
   Info: Unary<{ digest: string }, { info: ContentInfo }>;
   Read: ServerStream<{ digest: string; offset: number; size: number }>;
   List: ServerStream<{ filters: string[] }>;
@@ -181,6 +191,20 @@ export class ContainerdClient {
   listImages(filters: string[] = []): Promise<ImageRecord[]> {
     return new Promise((resolve, reject) => {
       this.#images.List({ filters }, this.#metadata, (err, res) => (err ? reject(err) : resolve(res.images)));
+    });
+  }
+
+  /** Unfinished writes (ingests) in the namespace. */
+  listIngests(): Promise<IngestStatus[]> {
+    return new Promise((resolve, reject) => {
+      this.#content.ListStatuses({ filters: [] }, this.#metadata, (err, res) => (err ? reject(err) : resolve(res.statuses)));
+    });
+  }
+
+  /** Drops an unfinished write; absent already is fine. */
+  abortIngest(ref: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#content.Abort({ ref }, this.#metadata, (err) => (err && !isNotFound(err) ? reject(err) : resolve()));
     });
   }
 

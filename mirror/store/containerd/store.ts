@@ -69,6 +69,14 @@ export class ContainerdStore implements ContentStore {
     yield* verifiedSlice(createReadStream(this.#path(digest), { highWaterMark: FILE_CHUNK_BYTES }) as AsyncIterable<Buffer>, digest, size, slice);
   }
 
+  async discardPartial(digest: Digest): Promise<number> {
+    // containerd's local store does not keep `expected` in an ingest's status; a fetch's
+    // ref always ends with the digest (`layer-sha256:…`, `manifest-name@sha256:…`).
+    const ingests = (await this.client.listIngests()).filter((i) => i.expected === digest.text || i.ref.endsWith(digest.text));
+    for (const ingest of ingests) await this.client.abortIngest(ingest.ref);
+    return ingests.length;
+  }
+
   close(): Promise<void> {
     this.client.close();
     return Promise.resolve();

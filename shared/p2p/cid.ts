@@ -1,0 +1,18 @@
+/**
+ * DHT keys as CIDs: CIDv1, raw codec, sha256 multihash of the key string's
+ * UTF-8 bytes. Every node must hash alike, so this mapping is part of the
+ * network protocol: changing it splits old and new nodes apart.
+ */
+import { createHash } from 'node:crypto';
+import { CID } from 'multiformats/cid';
+import * as Digest from 'multiformats/hashes/digest';
+
+/** multicodec `raw`. */
+export const RAW_CODEC = 0x55;
+/** multihash `sha2-256`. */
+export const SHA256_CODE = 0x12;
+
+export function keyToCid(key: string): CID {
+  const digest = createHash('sha256').update(key, 'utf8').digest();
+  return CID.createV1(RAW_CODEC, Digest.create(SHA256_CODE, new Uint8Array(digest)));
+}
