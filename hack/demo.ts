@@ -1,13 +1,14 @@
 /**
  * `npm run demo`: a small local cluster on loopback (an upstream registry, three
- * containerd nodes each with a Shoal mirror that wrote its own hosts.toml), and
- * what Shoal does with it, printed step by step. Everything is torn down at the end.
+ * containerd nodes each with a Shoal mirror that wrote its own hosts.toml, the
+ * mirrors joined in one private peer network), and what Shoal does with it,
+ * printed step by step. Everything is torn down at the end.
  */
 import { join } from 'node:path';
 import { startCluster, type Cluster } from './harness/cluster.ts';
 import { rawRequest, readMetric } from './harness/http.ts';
 import { buildAndPush } from './harness/images.ts';
-import { run } from './harness/procs.ts';
+import { run, waitUntil } from './harness/procs.ts';
 
 const MiB = 1 << 20;
 const say = (text: string) => console.log(text);
@@ -44,14 +45,17 @@ async function main(): Promise<void> {
     const inspected = JSON.parse(stdout.toString()) as { Digest: string; Layers: string[] };
     say(`   skopeo inspect through the mirror: digest ${inspected.Digest}, ${inspected.Layers.length} layers`);
 
-    say(`\n3. ${n1.name} and ${n2.name} are pointed at ${n0.name}'s mirror (its own \`configure\` command), and upstream is STOPPED.`);
-    await n0.mirror!.configureContainerd(n1.hostsDir);
-    await n0.mirror!.configureContainerd(n2.hostsDir);
+    say(`\n3. Upstream is STOPPED. ${n1.name} and ${n2.name} pull by tag through their OWN mirrors, which find ${n0.name} through the DHT.`);
+    await waitUntil(async () => (await fetch(`${n1.mirror!.url}/v2/demo/app/manifests/v1?ns=${registry.host}`, { method: 'HEAD' })).status === 200, {
+      what: 'the image advertised in the DHT',
+      timeoutMs: 20_000,
+    });
     await registry.stop();
     before = await readMetric(n0.mirror!.metricsUrl, 'shoal_mirror_bytes_total', { source: 'local' });
     const [, t1] = await timed(() => Promise.all([n1.containerd.pull(image.ref), n2.containerd.pull(image.ref)]));
     const served = (await readMetric(n0.mirror!.metricsUrl, 'shoal_mirror_bytes_total', { source: 'local' })) - before;
-    say(`   both pulled ${image.ref} by tag in ${t1}, with the registry down; ${n0.name}'s mirror served ${mib(served)}.`);
+    const fromPeers = (await readMetric(n1.mirror!.metricsUrl, 'shoal_mirror_bytes_total', { source: 'peer' })) + (await readMetric(n2.mirror!.metricsUrl, 'shoal_mirror_bytes_total', { source: 'peer' }));
+    say(`   both pulled in ${t1} with the registry down; their mirrors got ${mib(fromPeers)} from peers, ${n0.name}'s mirror served ${mib(served)}.`);
     const got = await n1.containerd.ctrBytes(['content', 'get', image.manifests[0]!.layers[0]!.digest]);
     say(`   ${n1.name}'s copy of the first layer is byte-identical to upstream's: ${got.equals(image.bytes(image.manifests[0]!.layers[0]!.digest))}`);
 
@@ -60,7 +64,7 @@ async function main(): Promise<void> {
       const res = await rawRequest(n0.mirror!.url, 'GET', path);
       say(`   GET ${path.slice(0, 60)} -> ${res.status} ${res.body.toString()}`);
     }
-    say('\nDone. (Peer discovery through a DHT and upstream fallback in the mirror are the next steps: issues 3 and 5.)');
+    say('\nDone. (Next: the digest-pinning webhook, issue 4, and the mirror fetching upstream itself, once per cluster, issue 5.)');
   } finally {
     say('\nTearing down...');
     await cluster.stop();
