@@ -15,6 +15,8 @@ NEEDED=(
   htpasswd:apache2-utils
   ip:iproute2
   tc:iproute2
+  openssl:openssl
+  curl:curl
 )
 
 # Debian keeps some of these in sbin, which a non-root PATH may lack.

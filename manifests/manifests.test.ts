@@ -3,19 +3,24 @@
  * every object checked against the Kubernetes schema, and the DaemonSet checked
  * against the mirror binary itself (its --help, and real runs of configure and
  * cleanup with the containers' own arguments), so manifests and flags cannot drift.
+ * The README's network key command is run too, and its key read by the mirror's parser.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
+import type { ISecret } from 'kubernetes-models/v1/Secret';
+import type { IService } from 'kubernetes-models/v1/Service';
 import { parseAllDocuments } from 'yaml';
 import { parseFlags, type Flags } from '../shared/cli.ts';
+import { parseListenAddress } from '../shared/listen-address.ts';
+import { formatNetworkKey, generateNetworkKey, parseNetworkKey } from '../shared/p2p/network-key.ts';
 import { COMMANDS, type CommandName } from '../mirror/options.ts';
 
 const run = promisify(execFile);
@@ -206,6 +211,7 @@ const CERTS_D = '/etc/containerd/certs.d';
 const SOCKET = '/run/containerd/containerd.sock';
 const CONTENT = '/var/lib/containerd/io.containerd.content.v1.content';
 const DATA = '/var/lib/shoal';
+const NETWORK_KEY_SECRET = 'shoal-network-key';
 
 describe('manifests/ (kustomize base)', function () {
   let base: KubeObject[];
@@ -234,10 +240,11 @@ describe('manifests/ (kustomize base)', function () {
     await rm(tmp, { recursive: true, force: true });
   });
 
-  it('renders the namespace, service account, ConfigMap and DaemonSet, each valid against the Kubernetes schema', async function () {
+  it('renders the namespace, service account, ConfigMap, DaemonSet and peers Service, each valid against the Kubernetes schema', async function () {
     const validated = await validateAll(base);
     assert.equal(validated.length, base.length);
-    assert.deepEqual(base.map((o) => o.kind).sort(), ['ConfigMap', 'DaemonSet', 'Namespace', 'ServiceAccount']);
+    // No Secret: the network key is created per cluster, never committed.
+    assert.deepEqual(base.map((o) => o.kind).sort(), ['ConfigMap', 'DaemonSet', 'Namespace', 'Service', 'ServiceAccount']);
     for (const o of base) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'shoal-system', `${o.kind}/${o.metadata.name}`);
     // hostNetwork and hostPath are refused below the privileged Pod Security level.
     const ns = find<{ metadata: { labels?: Record<string, string> } }>(base, 'Namespace', 'shoal-system');
@@ -281,6 +288,72 @@ describe('manifests/ (kustomize base)', function () {
     assert.equal(ports.get('registry')?.containerPort, Number(target.port));
     assert.equal(ports.get('metrics')?.containerPort, 9090);
     for (const p of ports.values()) assert.equal(p.hostPort, p.containerPort, `port ${p.name}`);
+  });
+
+  it('joins the peer network through a headless Service that publishes every mirror pod, ready or not', function () {
+    const svc = find<IService>(base, 'Service', 'shoal-mirror-peers');
+    assert.equal(svc.spec?.clusterIP, 'None');
+    // A new pod is ready only once it has a peer, so it must see pods that are not ready yet.
+    assert.equal(svc.spec?.publishNotReadyAddresses, true);
+    // Exactly the DaemonSet's pods: not the cleanup DaemonSet's, whose labels differ in component.
+    assert.deepEqual(svc.spec?.selector, ds.spec?.selector.matchLabels);
+    for (const [k, v] of Object.entries(svc.spec?.selector ?? {})) assert.equal(ds.spec?.template.metadata?.labels?.[k], v, `pod template label ${k}`);
+
+    const serve = invocation(mirror, help, configMaps).flags;
+    // getaddrinfo would also find a short name through the search domains; the FQDN needs none.
+    assert.equal(serve.get('bootstrap-dns'), `${svc.metadata?.name}.${svc.metadata?.namespace}.svc.cluster.local`);
+    // The Service's records are dialed at this node's own router port; peers listen on the same.
+    const router = parseListenAddress(serve.get('router-addr') ?? assert.fail('serve has no --router-addr'));
+    assert.equal(router.host, NODE_IP);
+    const svcPort = svc.spec?.ports?.find((p) => p.name === 'router');
+    assert.equal(svcPort?.port, router.port);
+    const containerPort = mirror.ports?.find((p) => p.name === svcPort?.targetPort);
+    assert.equal(containerPort?.containerPort, router.port);
+    assert.equal(containerPort.hostPort, router.port);
+    // Peers fetch blobs from each other's registry port.
+    const registry = parseListenAddress(serve.get('registry-addr') ?? assert.fail('serve has no --registry-addr'));
+    assert.equal(serve.get('peer-registry-port'), String(registry.port));
+  });
+
+  it('reads the network key from the Secret, mounted read-only where --network-key-file points, and refuses to start without it', function () {
+    const keyFile = invocation(mirror, help, configMaps).flags.get('network-key-file') ?? assert.fail('serve has no --network-key-file: the peer network would be open');
+    const mount = mirror.volumeMounts?.find((m) => m.mountPath === dirname(keyFile));
+    assert.ok(mount, `mirror does not mount ${dirname(keyFile)}`);
+    assert.equal(mount.readOnly, true);
+    assert.equal(mount.subPath, undefined, 'a subPath mount would never see an updated Secret');
+    const volume = spec.volumes?.find((v) => v.name === mount.name);
+    assert.deepEqual(volume?.secret, { secretName: NETWORK_KEY_SECRET, optional: false, defaultMode: 0o400 });
+    // Without items, each data key is a file of the same name.
+    assert.equal(basename(keyFile), 'key');
+    assert.ok(!configure.volumeMounts?.some((m) => m.name === mount.name), 'configure has no business with the key');
+  });
+
+  it('the README\'s command makes that Secret, with a key the mirror reads', async function () {
+    // The README's exact pipeline, run with --dry-run=client: kubectl prints the Secret instead of creating it.
+    const readme = (await readFile(join(ROOT, 'manifests', 'README.md'), 'utf8')).split('\n');
+    const first = readme.findIndex((l) => l.includes('openssl rand'));
+    const last = readme.findIndex((l, i) => i >= first && l.includes('create secret generic'));
+    assert.ok(first !== -1 && last !== -1, 'README.md has no key command (openssl rand ... | kubectl create secret generic)');
+    const command = `set -o pipefail\n${readme.slice(first, last + 1).join('\n')} --dry-run=client -o json`;
+    let stdout: string;
+    try {
+      ({ stdout } = await run('bash', ['-c', command], { env: { PATH: process.env.PATH, KUBECONFIG: join(tmp, 'no-kubeconfig') } }));
+    } catch (err) {
+      const e = err as Error & { stderr?: string };
+      assert.fail(`the README's key command failed (it needs openssl and kubectl on PATH):\n${command}\n${e.stderr ?? e.message}`);
+    }
+    const secret = JSON.parse(stdout) as ISecret;
+    assert.equal(secret.metadata?.name, NETWORK_KEY_SECRET);
+    assert.equal(secret.metadata?.namespace, ds.metadata?.namespace);
+    assert.deepEqual(Object.keys(secret.data ?? {}), ['key']);
+    const text = Buffer.from(secret.data?.key ?? '', 'base64').toString('utf8');
+    const key = parseNetworkKey(text);
+    // Byte for byte the canonical file, which @libp2p/pnet (lowercase hex only) accepts.
+    assert.equal(text, formatNetworkKey(key.secret));
+    assert.notEqual(Buffer.from(key.secret).toString('hex'), '0'.repeat(64));
+    // And the mirror's own generator writes the same format.
+    const generated = generateNetworkKey();
+    assert.equal(formatNetworkKey(parseNetworkKey(generated).secret), generated);
   });
 
   it('probes /healthz and /readyz on the metrics port', function () {

@@ -49,10 +49,15 @@ const server = createServer((req, res) => {
 });
 server.listen(Number(registryPort), ip, () => void advertise());
 
-/** Advertises once in the network (or after 3 s, for a process that never gets in), then says how it went. */
+/**
+ * Advertises once connected to every bootstrap peer (or after 5 s, for a process
+ * that never gets in), so that its records reach every node before anyone else's
+ * for the same key; then says how it went.
+ */
 async function advertise(): Promise<void> {
-  const joinBy = Date.now() + 3000;
-  while (!router.ready() && Date.now() < joinBy) await new Promise((resolve) => setTimeout(resolve, 50));
+  const peers = bootstrap!.split(',').length;
+  const joinBy = Date.now() + 5000;
+  while (router.stats().peers < peers && Date.now() < joinBy) await new Promise((resolve) => setTimeout(resolve, 50));
   router.advertise(blobs.keys());
   // Without the network key nobody takes the records, and a provide only gives up at its timeout: report after 5 s at most.
   await Promise.race([router.providesIdle(), new Promise((resolve) => setTimeout(resolve, 5000))]);

@@ -31,8 +31,12 @@ export interface MirrorInit {
   networkKeyFile?: string;
   /** `--peer-registry-port`: the registry port of the other nodes' mirrors (default: this mirror's own). */
   peerRegistryPort?: number;
+  /** What start() waits for: `/readyz` (default) or only `/healthz`, for a mirror not expected to be ready. */
+  waitFor?: 'ready' | 'healthy';
   /** Log level (default debug). */
   logLevel?: string;
+  /** Environment variables set for the mirror process on top of this process's (runtime knobs: NODE_OPTIONS, MALLOC_ARENA_MAX). */
+  env?: Record<string, string>;
 }
 
 export interface Mirror {
@@ -96,8 +100,9 @@ export async function startMirror(init: MirrorInit): Promise<Mirror> {
   let proc: Proc | undefined;
   const start = async (): Promise<void> => {
     if (proc?.running()) return;
-    proc = await startProc({ name: 'mirror', dir: init.dir, command: nodeBinary(), args, cwd: REPO_ROOT }, (p) =>
-      waitForHttp(`${metricsUrl}/readyz`, { what: `mirror on ${host}`, proc: p, timeoutMs: 30_000 }),
+    const env = init.env === undefined ? undefined : { ...process.env, ...init.env };
+    proc = await startProc({ name: 'mirror', dir: init.dir, command: nodeBinary(), args, cwd: REPO_ROOT, env }, (p) =>
+      waitForHttp(`${metricsUrl}/${init.waitFor === 'healthy' ? 'healthz' : 'readyz'}`, { what: `mirror on ${host}`, proc: p, timeoutMs: 30_000 }),
     );
   };
   await start();

@@ -76,6 +76,16 @@ describe('DNS bootstrap', function () {
     assert.equal(node.stats().peers, 0);
   });
 
+  it('is not ready while the name has no addresses at all (a wrong name), and joins once it has', async () => {
+    const port = await freePort(['127.0.0.116']);
+    const node = await net.start('127.0.0.116', { port, bootstrapDns: 'late.shoal.test', resolver: dns.resolver(), bootstrapIntervalMs: 200 });
+    const asked = dns.queries;
+    await until('asked DNS again', () => dns.queries >= asked + 3);
+    assert.equal(node.ready(), false, 'NXDOMAIN is no evidence of being alone');
+    dns.records.set('late.shoal.test', ['127.0.0.116']);
+    await until('ready once the name lists this node', () => node.ready());
+  });
+
   it('bootstraps again after every peer went away, and re-provides to the peers that came back', async () => {
     const ips = ['127.0.0.121', '127.0.0.122', '127.0.0.123'];
     const port = await freePort(ips);

@@ -228,13 +228,20 @@ export class Bootstrapper {
         let ips: string[];
         try {
           ips = await resolveHost(resolver, target.host);
-          if (this.#unresolved.delete(target.host)) logger.info('bootstrap name resolves again', { host: target.host });
         } catch (err) {
+          ips = [];
           if (!this.#unresolved.has(target.host)) logger.warn('bootstrap name did not resolve', { host: target.host, err });
+          this.#unresolved.add(target.host);
+        }
+        if (ips.length === 0) {
+          // Not even this node: a wrong name (or a Service whose records have not appeared yet).
+          // Never "alone" on that evidence, or a misnamed mirror would look healthy and isolated.
+          if (!this.#unresolved.has(target.host)) logger.warn('bootstrap name has no addresses; check --bootstrap-dns', { host: target.host });
           this.#unresolved.add(target.host);
           complete = false;
           return;
         }
+        if (this.#unresolved.delete(target.host)) logger.info('bootstrap name resolves again', { host: target.host });
         for (const ip of ips) {
           if (this.#init.isSelf(ip, target.port)) continue;
           const addr = dialAddress(ip, target.port, target.peerId);
