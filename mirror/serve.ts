@@ -16,7 +16,7 @@ import { readNetworkKeyFile } from '../shared/p2p/network-key.ts';
 import { Advertiser } from './advertiser/advertiser.ts';
 import { createMirrorMetrics } from './metrics.ts';
 import type { serveFlags } from './options.ts';
-import { PeerSource } from './peers/peer-source.ts';
+import { PeerSource } from '../shared/peers/peer-source.ts';
 import { createRegistryHandler } from './registry/handler.ts';
 import { ContainerdStore } from './store/containerd/store.ts';
 

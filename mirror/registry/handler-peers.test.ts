@@ -11,9 +11,9 @@ import { MemoryNetwork } from '../../shared/p2p/memory-router.ts';
 import type { Router } from '../../shared/p2p/router.ts';
 import { parseMirroredRegistries } from '../../shared/registries.ts';
 import { createMirrorMetrics, type MirrorMetrics } from '../metrics.ts';
-import { PEER_REQUEST_HEADER } from '../peers/peer-client.ts';
-import { PeerSource } from '../peers/peer-source.ts';
-import { badPeer, goodPeer, metricValue, notFoundPeer, ScriptedRouter, TestPeers, type PeerHandler, type TestPeer } from '../peers/testing.ts';
+import { PEER_REQUEST_HEADER } from '../../shared/peers/peer-client.ts';
+import { PeerSource } from '../../shared/peers/peer-source.ts';
+import { badPeer, goodPeer, metricValue, notFoundPeer, ScriptedRouter, TestPeers, type PeerHandler, type TestPeer } from '../../shared/peers/testing.ts';
 import { MemoryStore } from '../store/memory-store.ts';
 import { createRegistryHandler } from './handler.ts';
 

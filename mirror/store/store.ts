@@ -3,13 +3,11 @@
  * containerd and an in-memory test store both satisfy it.
  */
 import type { Digest } from '../../shared/digest.ts';
+import type { ManifestDescriptor } from '../../shared/distribution/types.ts';
 import type { Slice } from '../../shared/verify.ts';
 
-export interface Descriptor {
-  readonly mediaType: string;
-  readonly digest: Digest;
-  readonly size: number;
-}
+/** A manifest's digest, media type and size: the same shape upstream and peers answer with. */
+export type Descriptor = ManifestDescriptor;
 
 export interface TagKey {
   /** `docker.io`, `127.0.0.1:5000`. */

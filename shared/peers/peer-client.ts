@@ -4,7 +4,7 @@
  * peer which stops sending.
  */
 import { Agent, request, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import type { Provider } from '../../shared/p2p/router.ts';
+import type { Provider } from '../p2p/router.ts';
 
 /**
  * Marks a request from another Shoal mirror. Such a request is answered from

@@ -3,10 +3,10 @@
  * stalls mid-body, from the next one with a Range at the byte where the last
  * stopped. The digest check spans all of them.
  */
-import type { Digest } from '../../shared/digest.ts';
-import type { Provider } from '../../shared/p2p/router.ts';
-import { ContentMismatchError, verifiedSlice, type Slice } from '../../shared/verify.ts';
-import type { PeerFailureReason } from '../metrics.ts';
+import type { Digest } from '../digest.ts';
+import type { Provider } from '../p2p/router.ts';
+import { ContentMismatchError, verifiedSlice, type Slice } from '../verify.ts';
+import type { PeerFailureReason } from './metrics.ts';
 import { contentLength, PeerIdleError, type PeerRequest, type PeerResponse } from './peer-client.ts';
 import type { Providers } from './providers.ts';
 

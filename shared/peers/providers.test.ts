@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { Provider } from '../../shared/p2p/router.ts';
+import type { Provider } from '../p2p/router.ts';
 import { Providers, type ProvidersInit, type ResolveOutcome } from './providers.ts';
 import { ScriptedRouter } from './testing.ts';
 

@@ -5,15 +5,15 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Registry, type Metric } from 'prom-client';
-import type { Digest } from '../../shared/digest.ts';
-import { close, listen } from '../../shared/http-listen.ts';
-import { silentLogger } from '../../shared/log.ts';
+import type { Digest } from '../digest.ts';
+import { close, listen } from '../http-listen.ts';
+import { silentLogger } from '../log.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { LookupOptions, Provider, Router } from '../../shared/p2p/router.ts';
-import { createMirrorMetrics } from '../metrics.ts';
-import { createRegistryHandler } from '../registry/handler.ts';
-import { parseRange } from '../registry/range.ts';
-import type { MemoryStore } from '../store/memory-store.ts';
+import type { LookupOptions, Provider, Router } from '../p2p/router.ts';
+import { createMirrorMetrics } from '../../mirror/metrics.ts';
+import { createRegistryHandler } from '../../mirror/registry/handler.ts';
+import { parseRange } from '../../mirror/registry/range.ts';
+import type { MemoryStore } from '../../mirror/store/memory-store.ts';
 
 export interface SeenRequest {
   readonly method: string;

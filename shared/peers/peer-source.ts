@@ -4,14 +4,14 @@
  * is quarantined, one that fails or stalls mid-body is replaced by the next
  * provider from the byte where it stopped.
  */
-import { parseDigest, type Digest } from '../../shared/digest.ts';
-import type { Logger } from '../../shared/log.ts';
-import { MANIFEST_MEDIA_TYPES, manifestMediaType, MAX_MANIFEST_BYTES } from '../../shared/media-types.ts';
-import { contentKey, tagKey } from '../../shared/p2p/keys.ts';
-import type { Provider, Router } from '../../shared/p2p/router.ts';
-import { ContentMismatchError, readVerified } from '../../shared/verify.ts';
-import type { MirrorMetrics, PeerFailureReason } from '../metrics.ts';
-import type { Descriptor } from '../store/store.ts';
+import { parseDigest, type Digest } from '../digest.ts';
+import type { Logger } from '../log.ts';
+import { MANIFEST_MEDIA_TYPES, manifestMediaType, MAX_MANIFEST_BYTES } from '../media-types.ts';
+import { contentKey, tagKey } from '../p2p/keys.ts';
+import type { Provider, Router } from '../p2p/router.ts';
+import { ContentMismatchError, readVerified } from '../verify.ts';
+import type { PeerFailureReason, PeerMetrics } from './metrics.ts';
+import type { ManifestDescriptor as Descriptor } from '../distribution/types.ts';
 import { BlobFromPeers, type PeerBlob, type PeerCalls } from './peer-blob.ts';
 import { contentLength, PeerClient, PeerIdleError, type PeerRequest, type PeerResponse } from './peer-client.ts';
 import { Providers } from './providers.ts';
@@ -44,7 +44,7 @@ export interface PeerSourceInit {
   /** How long a peer that sent wrong bytes is skipped. Default 5 min. */
   quarantineMs?: number;
   logger: Logger;
-  metrics: MirrorMetrics;
+  metrics: PeerMetrics;
 }
 
 export const PEER_SOURCE_DEFAULTS = {
@@ -74,7 +74,7 @@ export class PeerSource {
   readonly #quarantine: Quarantine;
   readonly #client: PeerClient;
   readonly #logger: Logger;
-  readonly #metrics: MirrorMetrics;
+  readonly #metrics: PeerMetrics;
   readonly #calls: PeerCalls = {
     request: (provider, req) => this.#request(provider, req),
     failed: (provider, reason, fields) => this.#failed(provider, reason, fields),

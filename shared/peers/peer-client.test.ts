@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { close, listen } from '../../shared/http-listen.ts';
+import { close, listen } from '../http-listen.ts';
 import { isPeerRequest, PEER_REQUEST_HEADER, PeerClient, PeerIdleError } from './peer-client.ts';
 
 describe('PeerClient', () => {

@@ -4,7 +4,7 @@
  * later ones, wanted only when a peer fails, may still arrive until the
  * lookup's overall deadline.
  */
-import type { Provider, Router } from '../../shared/p2p/router.ts';
+import type { Provider, Router } from '../p2p/router.ts';
 
 export type ResolveOutcome = 'hit' | 'miss';
 
