@@ -1,6 +1,6 @@
 /**
  * The upstream: a real CNCF distribution 2.8 (`docker-registry` from Debian) on
- * a loopback port, optionally behind htpasswd basic auth. Its access log (combined
+ * a loopback port, optionally behind htpasswd basic auth or token (Bearer) auth. Its access log (combined
  * format, on stdout) goes to the process log and is parsed by requests(), so tests
  * and benchmarks can see what reached upstream and how many bytes it served.
  */
@@ -17,6 +17,18 @@ export interface RegistryInit {
   port?: number;
   /** Require basic auth with this user (bcrypt htpasswd file). */
   htpasswd?: { user: string; password: string };
+  /** Require Bearer tokens from a token server instead (distribution's `auth.token`). */
+  token?: RegistryTokenAuth;
+}
+
+/** distribution's `auth.token`: the registry checks each JWT's signature (x5c chain to rootCertBundle), issuer, audience (= service), expiry and `access` claim. */
+export interface RegistryTokenAuth {
+  /** Token server URL sent in the challenge. */
+  realm: string;
+  service: string;
+  issuer: string;
+  /** PEM file of the certificates whose keys may sign tokens. */
+  rootCertBundle: string;
 }
 
 /** One line of the registry's access log. */
@@ -53,7 +65,8 @@ export async function startRegistry(init: RegistryInit): Promise<Registry> {
   const ip = init.host ?? '127.0.0.1';
   const port = init.port ?? (await freePort(ip));
   mkdirSync(join(init.dir, 'storage'), { recursive: true });
-  const auth = init.htpasswd ? await writeHtpasswd(init.dir, init.htpasswd) : '';
+  if (init.htpasswd && init.token) throw new Error('registry: htpasswd and token auth exclude each other');
+  const auth = init.htpasswd ? await writeHtpasswd(init.dir, init.htpasswd) : init.token ? tokenAuthConfig(init.token) : '';
   const configPath = join(init.dir, 'config.yml');
   // Fixed http.secret: upload state survives a restart. accesslog is on by default; kept explicit.
   writeFileSync(
@@ -82,7 +95,7 @@ ${auth}`,
     if (proc?.running()) return;
     // /v2/ answers 401 when auth is on; either way it is serving.
     proc = await startProc({ name: NAME, dir: init.dir, command: 'docker-registry', args: ['serve', configPath] }, (p) =>
-      waitForHttp(`${url}/v2/`, { what: `registry on ${host}`, proc: p, status: init.htpasswd ? 401 : 200, timeoutMs: 15_000 }),
+      waitForHttp(`${url}/v2/`, { what: `registry on ${host}`, proc: p, status: init.htpasswd || init.token ? 401 : 200, timeoutMs: 15_000 }),
     );
   };
   await start();
@@ -111,6 +124,16 @@ async function writeHtpasswd(dir: string, cred: { user: string; password: string
   htpasswd:
     realm: shoal-test
     path: ${path}
+`;
+}
+
+function tokenAuthConfig(token: RegistryTokenAuth): string {
+  return `auth:
+  token:
+    realm: ${token.realm}
+    service: ${token.service}
+    issuer: ${token.issuer}
+    rootcertbundle: ${token.rootCertBundle}
 `;
 }
 

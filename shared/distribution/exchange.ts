@@ -1,0 +1,94 @@
+/**
+ * Requests to an upstream with the client's time limit and retries. Each
+ * attempt has its own timeout, which covers reading the answer too; the
+ * caller's signal bounds them all and, when it fires, its reason is thrown as
+ * is (the caller gave up: no UpstreamError, nothing learned about upstream).
+ */
+import type { Logger } from '../log.ts';
+import { isRetryableStatus, type RetryPolicy } from './retry.ts';
+import { describeNetworkError, discard, readBody, send, type FetchFn, type HttpRequest } from './transport.ts';
+import { UpstreamError } from './types.ts';
+
+export interface ExchangerInit {
+  fetch: FetchFn;
+  /** Longest an attempt may take, answer read included. */
+  requestTimeoutMs: number;
+  retry: RetryPolicy;
+  logger: Logger;
+}
+
+export interface BufferedResponse {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: Buffer;
+}
+
+/** Errors worth another attempt: the upstream did not answer, or answered 5xx. */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof UpstreamError && err.failure === 'unavailable';
+}
+
+export class Exchanger {
+  readonly #fetch: FetchFn;
+  readonly #timeoutMs: number;
+  readonly #retry: RetryPolicy;
+  readonly #logger: Logger;
+
+  constructor(init: ExchangerInit) {
+    this.#fetch = init.fetch;
+    this.#timeoutMs = init.requestTimeoutMs;
+    this.#retry = init.retry;
+    this.#logger = init.logger;
+  }
+
+  /**
+   * Sends `req` until an answer other than a retryable 5xx comes, within the
+   * retries. `use` sees that answer inside the attempt (its time limit still
+   * running) and what it returns is returned; a body it leaves unread is
+   * cancelled. A 5xx after the last retry, a connection error or a timeout is
+   * UpstreamError('unavailable').
+   */
+  async run<T>(req: HttpRequest, signal: AbortSignal, use: (res: Response) => Promise<T>): Promise<T> {
+    return this.#retry.run(
+      () => this.#attempt(req, signal, use),
+      isRetryable,
+      signal,
+      (n, err, delayMs) =>
+        this.#logger.debug('retrying upstream request', { registry: req.registry, method: req.method, host: req.url.host, retry: n, delayMs: Math.round(delayMs), error: err as Error }),
+    );
+  }
+
+  /** run() that reads the body, at most `limit` bytes (more: UpstreamError('invalid')). */
+  buffered(req: HttpRequest, signal: AbortSignal, limit: number): Promise<BufferedResponse> {
+    return this.run(req, signal, async (res) => ({
+      status: res.status,
+      headers: res.headers,
+      body: await readBody(res, limit, () => new UpstreamError('invalid', req.registry, `${describe(req)}: answer larger than ${limit} bytes`, res.status)),
+    }));
+  }
+
+  async #attempt<T>(req: HttpRequest, signal: AbortSignal, use: (res: Response) => Promise<T>): Promise<T> {
+    signal.throwIfAborted();
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    let res: Response | undefined;
+    try {
+      res = await send(this.#fetch, req, AbortSignal.any([signal, timeout]));
+      if (isRetryableStatus(res.status)) {
+        throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${res.status} ${res.statusText}`.trimEnd(), res.status);
+      }
+      return await use(res);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      if (err instanceof UpstreamError) throw err;
+      if (timeout.aborted) throw new UpstreamError('unavailable', req.registry, `${describe(req)}: no complete answer within ${this.#timeoutMs} ms`);
+      throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${describeNetworkError(err)}`);
+    } finally {
+      if (res !== undefined) await discard(res);
+    }
+  }
+}
+
+/** `GET registry-1.docker.io/v2/library/nginx/manifests/1.27`: no query (token requests carry scopes there). */
+export function describe(req: HttpRequest): string {
+  return `${req.method} ${req.url.host}${req.url.pathname}`;
+}
