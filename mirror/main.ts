@@ -4,6 +4,7 @@
  */
 import { UsageError, flagsHelp, parseFlags } from '../shared/cli.ts';
 import { createLogger } from '../shared/log.ts';
+import { shutdownSignal } from '../shared/shutdown.ts';
 import { cleanup, configure } from './containerd-config/index.ts';
 import { COMMANDS, type CommandName } from './options.ts';
 import { serve } from './serve.ts';
@@ -33,14 +34,7 @@ async function main(): Promise<number> {
       const options = parseFlags(COMMANDS.serve.flags, args, process.env);
       const logger = createLogger({ level: options.logLevel }, { component: 'mirror' });
       const mirror = await serve(options, logger);
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          logger.info('shutting down', { signal });
-          resolve();
-        };
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
-      });
+      await shutdownSignal(logger);
       await mirror.close();
       return 0;
     }

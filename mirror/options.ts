@@ -2,6 +2,7 @@
 import { flag } from '../shared/cli.ts';
 import { parseListenAddress } from '../shared/listen-address.ts';
 import { LOG_LEVELS, type LogLevel } from '../shared/log.ts';
+import { peerFlags } from '../shared/p2p/flags.ts';
 import { parseMirroredRegistries } from '../shared/registries.ts';
 
 function parseLogLevel(raw: string): LogLevel {
@@ -33,20 +34,6 @@ export const serveFlags = {
   peerRegistryPort: flag.int("The port of other nodes' mirrors (the registry port, the same on every node).", 5000, 1, 65535),
   peerIdleTimeout: flag.duration('A peer that sends no bytes for this long is cut, and the next peer resumes.', '5s'),
 };
-
-/** The peer network's flags: the mirror's, and the webhook's (issue 4) too. */
-export function peerFlags() {
-  return {
-    routerAddr: flag.custom('Address of the libp2p peer network (DHT).', 'ADDR', parseListenAddress, ':5001'),
-    networkKeyFile: flag.string('libp2p pre-shared key file: only processes holding it join the network (empty: an open network).', '', 'PATH'),
-    bootstrapPeers: flag.custom('Comma list of peers to join through: host:port or multiaddrs.', 'LIST', parseList, ''),
-    bootstrapDns: flag.string('DNS name whose A/AAAA records are peers (a headless Service), resolved again now and then.', '', 'NAME'),
-  };
-}
-
-function parseList(raw: string): string[] {
-  return raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-}
 
 export const configureFlags = {
   containerdRegistryConfigPath: flag.string("containerd's registry config_path (certs.d).", '/etc/containerd/certs.d', 'PATH'),

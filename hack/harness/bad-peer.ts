@@ -1,5 +1,5 @@
 /** Starts hack/harness/bad-peer-main.ts as a process of the run, and reads what it logged. */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startProc, waitUntil, type Proc } from './procs.ts';
 import { REPO_ROOT } from './runs.ts';
@@ -28,7 +28,6 @@ export interface BadPeer {
 }
 
 export async function startBadPeer(init: BadPeerInit): Promise<BadPeer> {
-  mkdirSync(init.dir, { recursive: true });
   const args = [
     join(REPO_ROOT, 'hack/harness/bad-peer-main.ts'),
     init.mode,

@@ -4,7 +4,7 @@
  * this run dies before its teardown (see runs.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -71,6 +71,7 @@ export function processStartTime(pid: number): string | undefined {
 }
 
 export function spawnProc(init: ProcInit): Proc {
+  mkdirSync(init.dir, { recursive: true });
   const logPath = join(init.dir, `${init.name}.log`);
   const pidPath = join(init.dir, `${init.name}.pid`);
   // Append, so a restarted process keeps the earlier part of its log (registry access logs span restarts).
