@@ -52,7 +52,13 @@ const PEER_RESOLVE_TIMEOUT_MS = 250;
 
 /** Resolver (peers through the DHT, then upstream), Kubernetes access and the caBundle publisher, from the options. */
 async function buildParts(options: WebhookOptions, logger: Logger, metricsRegistry: Registry): Promise<Parts> {
-  const upstream = new UpstreamClient({ plainHttpRegistries: options.plainHttpRegistries, logger: logger.with({ component: 'upstream' }) });
+  const upstream = new UpstreamClient({
+    plainHttpRegistries: options.plainHttpRegistries,
+    // An attempt must time out inside the review's budget: a registry that never answers then
+    // counts as a failure and opens the circuit, instead of every review waiting out its budget.
+    requestTimeoutMs: Math.max(100, Math.floor(options.resolveBudget / 2)),
+    logger: logger.with({ component: 'upstream' }),
+  });
   let router: DhtRouter | undefined;
   let peers: PeerSource | undefined;
   if (options.bootstrapPeers.length > 0 || options.bootstrapDns !== '') {
