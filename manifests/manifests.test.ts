@@ -4,119 +4,30 @@
  * against the mirror binary itself (its --help, and real runs of configure and
  * cleanup with the containers' own arguments), so manifests and flags cannot drift.
  * The README's network key command is run too, and its key read by the mirror's parser.
+ * The webhook's objects are checked in webhook.test.ts.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { promisify } from 'node:util';
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
 import type { ISecret } from 'kubernetes-models/v1/Secret';
 import type { IService } from 'kubernetes-models/v1/Service';
-import { parseAllDocuments } from 'yaml';
 import { parseFlags, type Flags } from '../shared/cli.ts';
 import { parseListenAddress } from '../shared/listen-address.ts';
 import { formatNetworkKey, generateNetworkKey, parseNetworkKey } from '../shared/p2p/network-key.ts';
 import { COMMANDS, type CommandName } from '../mirror/options.ts';
+import { bytes, checkCertManager, container, expand, find, helpFlags, NODE_IP, readContainerArgs, render, ROOT, run, schemaOf, validateAll, type HelpFlag, type KubeObject } from './testing.ts';
 
-const run = promisify(execFile);
-const ROOT = join(import.meta.dirname, '..');
 const MAIN = join(ROOT, 'mirror', 'main.ts');
-/** What the downward API would give for status.hostIP (TEST-NET-1). */
-const NODE_IP = '192.0.2.10';
-
-interface KubeObject {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string };
-}
-
-async function render(dir: string): Promise<KubeObject[]> {
-  let stdout: string;
-  try {
-    ({ stdout } = await run('kubectl', ['kustomize', join(ROOT, dir)], { maxBuffer: 16 << 20 }));
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') {
-      throw new Error('kubectl is not on PATH: this test renders the manifests with `kubectl kustomize` (kubectl 1.32 is on these machine images; it needs no cluster); install kubectl', { cause: err });
-    }
-    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`, { cause: err });
-  }
-  const objects: KubeObject[] = [];
-  for (const doc of parseAllDocuments(stdout)) {
-    assert.deepEqual(doc.errors, [], `kubectl kustomize ${dir} printed YAML that does not parse`);
-    objects.push(doc.toJS() as KubeObject);
-  }
-  assert.ok(objects.length > 0, `kubectl kustomize ${dir} rendered nothing`);
-  return objects;
-}
-
-type Model = new (data: unknown) => { validate(): void };
-
-/** kubernetes-models' class for the object's apiVersion and kind; failing when there is none, so nothing goes unchecked. */
-async function schemaOf(obj: KubeObject): Promise<Model> {
-  let group: Record<string, unknown>;
-  try {
-    group = await import(`kubernetes-models/${obj.apiVersion}`) as Record<string, unknown>;
-  } catch (err) {
-    throw new Error(`kubernetes-models has no API group version ${obj.apiVersion} (for ${obj.kind}/${obj.metadata.name})`, { cause: err });
-  }
-  const model = group[obj.kind];
-  assert.equal(typeof model, 'function', `kubernetes-models has no ${obj.apiVersion} ${obj.kind} (for ${obj.metadata.name})`);
-  return model as Model;
-}
-
-async function validateAll(objects: readonly KubeObject[]): Promise<string[]> {
-  const validated: string[] = [];
-  for (const obj of objects) {
-    const Model = await schemaOf(obj);
-    try {
-      new Model(obj).validate();
-    } catch (err) {
-      assert.fail(`${obj.kind}/${obj.metadata.name} does not match the Kubernetes schema: ${(err as Error).message}`);
-    }
-    validated.push(`${obj.kind}/${obj.metadata.name}`);
-  }
-  return validated;
-}
-
-function find<T>(objects: readonly KubeObject[], kind: string, namePrefix: string): T {
-  const found = objects.filter((o) => o.kind === kind && o.metadata.name.startsWith(namePrefix));
-  assert.equal(found.length, 1, `expected one ${kind} named ${namePrefix}*, found ${found.length}`);
-  return found[0] as T;
-}
 
 function podSpec(ds: IDaemonSet): IPodSpec {
   const spec = ds.spec?.template.spec;
   assert.ok(spec, `${ds.metadata?.name} has no pod spec`);
   return spec;
-}
-
-function container(list: readonly IContainer[] | undefined, name: string): IContainer {
-  const found = list?.find((c) => c.name === name);
-  assert.ok(found, `no container named ${name}`);
-  return found;
-}
-
-/** A flag as `node mirror/main.ts COMMAND --help` lists it. */
-interface HelpFlag {
-  readonly takesValue: boolean;
-  readonly env: string;
-}
-
-async function helpFlags(command: CommandName): Promise<Map<string, HelpFlag>> {
-  const { stdout } = await run(process.execPath, [MAIN, command, '--help']);
-  const flags = new Map<string, HelpFlag>();
-  for (const line of stdout.split('\n')) {
-    const m = line.match(/^\s+--([a-z0-9-]+)( [A-Z]+)?\s{2,}.*\[(SHOAL_[A-Z0-9_]+)\]$/);
-    if (m) flags.set(m[1]!, { takesValue: m[2] !== undefined, env: m[3]! });
-  }
-  assert.ok(flags.size > 0, `found no flags in \`${command} --help\`:\n${stdout}`);
-  return flags;
 }
 
 /** How a container runs the mirror: its subcommand, flags and SHOAL_* environment. */
@@ -127,61 +38,17 @@ interface Invocation {
   readonly env: Map<string, string>;
 }
 
-/** Kubernetes' $(VAR) expansion, with the downward API's status.hostIP as NODE_IP; an unknown name is an error, not left as text. */
-function expand(text: string, c: IContainer): string {
-  return text.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_, name: string) => {
-    const v = c.env?.find((e) => e.name === name);
-    if (v === undefined) assert.fail(`${c.name}: $(${name}) is not defined by the container's env`);
-    if (v.value !== undefined) return v.value;
-    if (v.valueFrom?.fieldRef?.fieldPath === 'status.hostIP') return NODE_IP;
-    assert.fail(`${c.name}: ${name} must be a literal or the node's IP (fieldRef status.hostIP)`);
-  });
-}
-
 function invocation(c: IContainer, help: ReadonlyMap<CommandName, Map<string, HelpFlag>>, configMaps: readonly IConfigMap[]): Invocation {
   assert.deepEqual(c.command, ['node', 'mirror/main.ts'], `${c.name} does not run the mirror`);
   const [command, ...args] = (c.args ?? []).map((a) => expand(a, c));
   assert.ok(command !== undefined && command in COMMANDS, `${c.name}: "${command}" is not a mirror command`);
   const known = help.get(command as CommandName);
   assert.ok(known, `no --help read for ${command}`);
-  const flags = new Map<string, string>();
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    assert.ok(arg.startsWith('--'), `${c.name}: stray argument "${arg}"`);
-    const eq = arg.indexOf('=');
-    const name = arg.slice(2, eq === -1 ? undefined : eq);
-    const spec = known.get(name);
-    assert.ok(spec, `${c.name}: --${name} is not a flag of \`${command}\` (it has ${[...known.keys()].map((k) => `--${k}`).join(', ')})`);
-    let value = eq === -1 ? undefined : arg.slice(eq + 1);
-    if (value === undefined) value = spec.takesValue ? args[++i] : 'true';
-    assert.ok(value !== undefined, `${c.name}: --${name} has no value`);
-    assert.ok(!flags.has(name), `${c.name}: --${name} given twice`);
-    flags.set(name, value);
-  }
-
-  const env = new Map<string, string>();
-  for (const e of c.env ?? []) if (e.value !== undefined) env.set(e.name, expand(e.value, c));
-  for (const from of c.envFrom ?? []) {
-    assert.equal(from.prefix, undefined, `${c.name}: an envFrom prefix would rename the SHOAL_* variables`);
-    const ref = from.configMapRef?.name;
-    assert.ok(ref, `${c.name}: envFrom other than a ConfigMap`);
-    const cm = configMaps.find((m) => m.metadata?.name === ref);
-    assert.ok(cm, `${c.name}: envFrom names ConfigMap ${ref}, which is not rendered`);
-    for (const [k, v] of Object.entries(cm.data ?? {})) env.set(k, v);
-  }
-  const envNames = new Map([...known].map(([name, f]) => [f.env, name]));
-  for (const name of env.keys()) {
-    if (!name.startsWith('SHOAL_')) continue;
-    const flag = envNames.get(name);
-    assert.ok(flag, `${c.name}: ${name} is not read by \`${command}\` (it reads ${[...envNames.keys()].join(', ')})`);
-    // The flag would win and the ConfigMap's value would be silently ignored.
-    assert.ok(!flags.has(flag), `${c.name}: --${flag} is set both as a flag and through ${name}`);
-  }
-  const shoalEnv = new Map([...env].filter(([k]) => k.startsWith('SHOAL_')));
+  const { flags, env } = readContainerArgs(c, args, known, configMaps, command);
   // The values too, with the mirror's own parsers (a bad address or list fails here).
   const values = (COMMANDS[command as CommandName].flags as Flags);
-  assert.doesNotThrow(() => parseFlags(values, args, Object.fromEntries(shoalEnv)), `${c.name}: the mirror refuses these arguments`);
-  return { command: command as CommandName, flags, env: shoalEnv };
+  assert.doesNotThrow(() => parseFlags(values, args, Object.fromEntries(env)), `${c.name}: the mirror refuses these arguments`);
+  return { command: command as CommandName, flags, env };
 }
 
 /** Runs the mirror as the container would, with one flag's path replaced by a scratch directory. */
@@ -189,14 +56,6 @@ async function runAsContainer(inv: Invocation, flag: string, path: string): Prom
   const args = [...inv.flags].map(([k, v]) => `--${k}=${k === flag ? path : v}`);
   const { stdout } = await run(process.execPath, [MAIN, inv.command, ...args], { env: { PATH: process.env.PATH, ...Object.fromEntries(inv.env) } });
   return stdout;
-}
-
-function bytes(quantity: string | number | undefined): number {
-  assert.ok(quantity !== undefined, 'no quantity');
-  const m = String(quantity).match(/^([0-9.]+)(Ki|Mi|Gi|k|M|G)?$/);
-  assert.ok(m, `cannot read quantity ${quantity}`);
-  const unit = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, k: 1e3, M: 1e6, G: 1e9 }[m[2] ?? ''] ?? 1;
-  return Number(m[1]) * unit;
 }
 
 function hostPathOf(spec: IPodSpec, c: IContainer, mountPath: string): { path: string; type?: string; readOnly: boolean } {
@@ -226,7 +85,7 @@ describe('manifests/ (kustomize base)', function () {
 
   before(async function () {
     [base, cleanupObjects] = await Promise.all([render('manifests'), render('manifests/cleanup')]);
-    for (const command of Object.keys(COMMANDS) as CommandName[]) help.set(command, await helpFlags(command));
+    for (const command of Object.keys(COMMANDS) as CommandName[]) help.set(command, await helpFlags([MAIN, command]));
     ds = find<IDaemonSet>(base, 'DaemonSet', 'shoal-mirror');
     spec = podSpec(ds);
     configure = container(spec.initContainers, 'configure');
@@ -240,12 +99,16 @@ describe('manifests/ (kustomize base)', function () {
     await rm(tmp, { recursive: true, force: true });
   });
 
-  it('renders the namespace, service account, ConfigMap, DaemonSet and peers Service, each valid against the Kubernetes schema', async function () {
+  it('renders the mirror and the webhook, each object valid against the Kubernetes schema (cert-manager\'s against its own)', async function () {
     const validated = await validateAll(base);
     assert.equal(validated.length, base.length);
-    // No Secret: the network key is created per cluster, never committed.
-    assert.deepEqual(base.map((o) => o.kind).sort(), ['ConfigMap', 'DaemonSet', 'Namespace', 'Service', 'ServiceAccount']);
-    for (const o of base) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'shoal-system', `${o.kind}/${o.metadata.name}`);
+    // No Secret: the network key is created per cluster, never committed; cert-manager makes the TLS ones.
+    assert.deepEqual(base.map((o) => o.kind).sort(), [
+      'Certificate', 'Certificate', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'ConfigMap', 'DaemonSet', 'Deployment',
+      'Issuer', 'Issuer', 'MutatingWebhookConfiguration', 'Namespace', 'PodDisruptionBudget', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount',
+    ]);
+    const clusterScoped = ['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration'];
+    for (const o of base) assert.equal(o.metadata.namespace, clusterScoped.includes(o.kind) ? undefined : 'shoal-system', `${o.kind}/${o.metadata.name}`);
     // hostNetwork and hostPath are refused below the privileged Pod Security level.
     const ns = find<{ metadata: { labels?: Record<string, string> } }>(base, 'Namespace', 'shoal-system');
     assert.equal(ns.metadata.labels?.['pod-security.kubernetes.io/enforce'], 'privileged');
@@ -256,6 +119,25 @@ describe('manifests/ (kustomize base)', function () {
     podSpec(broken).containers[0]!.ports![0]!.containerPort = 'five thousand' as unknown as number;
     const Model = await schemaOf(broken);
     assert.throws(() => new Model(broken).validate(), /containerPort must be integer/);
+  });
+
+  it('the cert-manager check does reject a broken Certificate or Issuer', function () {
+    const certificate = find<KubeObject & { spec: Record<string, unknown> }>(base, 'Certificate', 'shoal-webhook-ca');
+    assert.doesNotThrow(() => checkCertManager(certificate));
+    const misspelt = structuredClone(certificate);
+    misspelt.spec.dnsName = misspelt.spec.dnsNames;
+    assert.throws(() => checkCertManager(misspelt), /spec\.dnsName is not a field/);
+    const noSecret = structuredClone(certificate);
+    delete noSecret.spec.secretName;
+    assert.throws(() => checkCertManager(noSecret), /spec\.secretName is required/);
+    const badUsage = structuredClone(certificate);
+    badUsage.spec.usages = ['server-auth'];
+    assert.throws(() => checkCertManager(badUsage), /"server-auth" is not a key usage/);
+    const issuer = find<KubeObject & { spec: Record<string, unknown> }>(base, 'Issuer', 'shoal-webhook-ca');
+    assert.doesNotThrow(() => checkCertManager(issuer));
+    const twoKinds = structuredClone(issuer);
+    twoKinds.spec.selfSigned = {};
+    assert.throws(() => checkCertManager(twoKinds), /exactly one of/);
   });
 
   it('runs configure in the init container and serve in the main container, with flags and env the mirror accepts', function () {
