@@ -8,7 +8,7 @@
  *
  * Every call runs through the registry's circuit breaker, then through each
  * credential in turn (see auth.ts), each HTTP exchange with a time limit and
- * bounded retries (see exchange.ts).
+ * bounded retries (see exchange.ts). Blobs stream: see blob.ts.
  */
 import { digestOf, DigestError, parseDigest, type Digest } from '../digest.ts';
 import { effectiveTag, type ImageRef } from '../image-ref.ts';
@@ -16,6 +16,7 @@ import { silentLogger, type Logger } from '../log.ts';
 import { MANIFEST_MEDIA_TYPES, manifestMediaType, MAX_MANIFEST_BYTES } from '../media-types.ts';
 import { parseMirroredRegistry } from '../registries.ts';
 import { Authenticator, pullScope, type Credential } from './auth.ts';
+import { BLOB_DEFAULTS, blobPath, blobRequestHeaders, openedBlob, type OpenBlobOptions, type UpstreamBlob } from './blob.ts';
 import { CIRCUIT_BREAKER_DEFAULTS, CircuitBreaker, CircuitOpenError, type CallOutcome, type CircuitState } from './circuit-breaker.ts';
 import { describe, Exchanger } from './exchange.ts';
 import { RETRY_DEFAULTS, RetryPolicy } from './retry.ts';
@@ -135,6 +136,26 @@ export class UpstreamClient {
     });
   }
 
+  /**
+   * A blob's bytes from `options.offset` (default 0) as they arrive, through
+   * redirects (a CDN gets no Authorization), with the manifests' credentials
+   * and tokens. Resolves once the first byte is in: until then 5xx and broken
+   * or silent connections are retried; 401/403 (every credential), 404 and
+   * 429 are not (UpstreamError 'unauthorized', 'not-found', 'rate-limited').
+   * The registry's breaker sees the outcome up to the first byte. Unchecked:
+   * the caller hashes the whole blob.
+   */
+  async openBlob(registry: string, repository: string, digest: Digest, credentials: readonly RegistryCredentials[], options: OpenBlobOptions): Promise<UpstreamBlob> {
+    const offset = options.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`blob offset ${offset} is not a byte position`);
+    const idleTimeoutMs = options.idleTimeoutMs ?? BLOB_DEFAULTS.idleTimeoutMs;
+    const call: ApiCall = { method: 'GET', path: blobPath(repository, digest), headers: blobRequestHeaders(offset), answerTimeoutMs: idleTimeoutMs };
+    return this.#call(registry, repository, credentials, options.signal, call, async (res, req) => {
+      if (res.status !== 200 && res.status !== 206) throw await statusFailure(req, res);
+      return openedBlob(req, res, offset, idleTimeoutMs, options.signal);
+    });
+  }
+
   /** The state of a registry's circuit breaker (closed when never called). */
   circuitState(registry: string): CircuitState {
     return this.#breakers.get(registry)?.state ?? 'closed';
@@ -150,7 +171,7 @@ export class UpstreamClient {
     repository: string,
     credentials: readonly RegistryCredentials[],
     signal: AbortSignal,
-    call: { method: 'GET' | 'HEAD'; path: string },
+    call: ApiCall,
     handle: (res: Response, req: HttpRequest) => Promise<T>,
   ): Promise<T> {
     try {
@@ -166,7 +187,7 @@ export class UpstreamClient {
     repository: string,
     credentials: readonly RegistryCredentials[],
     signal: AbortSignal,
-    call: { method: 'GET' | 'HEAD'; path: string },
+    call: ApiCall,
     handle: (res: Response, req: HttpRequest) => Promise<T>,
   ): Promise<T> {
     const scope = pullScope(repository);
@@ -175,7 +196,7 @@ export class UpstreamClient {
       registry,
       method: call.method,
       url: new URL(call.path, this.#base(registry)),
-      headers: { accept: ACCEPT, 'user-agent': this.#userAgent },
+      headers: { accept: ACCEPT, 'user-agent': this.#userAgent, ...call.headers },
     };
     const refusals: string[] = [];
     let lastStatus: number | undefined;
@@ -183,10 +204,10 @@ export class UpstreamClient {
       const who = credential === undefined ? 'anonymous' : `credential ${index + 1} (${credential.kind})`;
       try {
         const prepared = await this.#auth.prepare(registry, scope, credential, signal);
-        let outcome = await this.#send({ ...base, authorization: prepared?.authorization }, signal, handle);
+        let outcome = await this.#send({ ...base, authorization: prepared?.authorization }, signal, handle, call.answerTimeoutMs);
         if (outcome.refused && outcome.status === 401) {
           const authorization = await this.#auth.answer(registry, outcome.challenge, scope, credential, signal, prepared);
-          if (authorization !== undefined) outcome = await this.#send({ ...base, authorization }, signal, handle);
+          if (authorization !== undefined) outcome = await this.#send({ ...base, authorization }, signal, handle, call.answerTimeoutMs);
         }
         if (!outcome.refused) return outcome.value;
         refusals.push(`${who}: ${outcome.status}`);
@@ -201,12 +222,16 @@ export class UpstreamClient {
     throw new UpstreamError('unauthorized', registry, `${describe(base)}: refused (${refusals.join('; ')})`, lastStatus);
   }
 
-  /** One request (with retries); a 401 or 403 comes back as a refusal, anything else goes to `handle`. */
-  #send<T>(req: HttpRequest, signal: AbortSignal, handle: (res: Response, req: HttpRequest) => Promise<T>): Promise<Outcome<T>> {
-    return this.#exchanger.run(req, signal, async (res): Promise<Outcome<T>> => {
+  /**
+   * One request (with retries); a 401 or 403 comes back as a refusal, anything
+   * else goes to `handle`. With `answerTimeoutMs`, streamed (Exchanger.stream).
+   */
+  #send<T>(req: HttpRequest, signal: AbortSignal, handle: (res: Response, req: HttpRequest) => Promise<T>, answerTimeoutMs?: number): Promise<Outcome<T>> {
+    const use = async (res: Response): Promise<Outcome<T>> => {
       if (res.status === 401 || res.status === 403) return { refused: true, status: res.status, challenge: res.headers.get('www-authenticate') };
       return { refused: false, value: await handle(res, req) };
-    });
+    };
+    return answerTimeoutMs === undefined ? this.#exchanger.run(req, signal, use) : this.#exchanger.stream(req, signal, answerTimeoutMs, use);
   }
 
   #breaker(registry: string): CircuitBreaker {
@@ -238,6 +263,15 @@ export class UpstreamClient {
     }
     return base;
   }
+}
+
+interface ApiCall {
+  readonly method: 'GET' | 'HEAD';
+  readonly path: string;
+  /** Added to (or replacing) the usual Accept and User-Agent. */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Stream the answer: it must come within this long, then `handle` owns the body's pace (Exchanger.stream). */
+  readonly answerTimeoutMs?: number;
 }
 
 type Outcome<T> = { readonly refused: false; readonly value: T } | { readonly refused: true; readonly status: number; readonly challenge: string | null };

@@ -49,13 +49,7 @@ export class Exchanger {
    * UpstreamError('unavailable').
    */
   async run<T>(req: HttpRequest, signal: AbortSignal, use: (res: Response) => Promise<T>): Promise<T> {
-    return this.#retry.run(
-      () => this.#attempt(req, signal, use),
-      isRetryable,
-      signal,
-      (n, err, delayMs) =>
-        this.#logger.debug('retrying upstream request', { registry: req.registry, method: req.method, host: req.url.host, retry: n, delayMs: Math.round(delayMs), error: err as Error }),
-    );
+    return this.#retry.run(() => this.#attempt(req, signal, use), isRetryable, signal, this.#logRetry(req));
   }
 
   /** run() that reads the body, at most `limit` bytes (more: UpstreamError('invalid')). */
@@ -65,6 +59,50 @@ export class Exchanger {
       headers: res.headers,
       body: await readBody(res, limit, () => new UpstreamError('invalid', req.registry, `${describe(req)}: answer larger than ${limit} bytes`, res.status)),
     }));
+  }
+
+  /**
+   * run() for answers too large for one time limit (blobs): each attempt's
+   * answer must come within `answerTimeoutMs`, and no limit applies after
+   * that; the body's pace is `use`'s to watch. A body `use` leaves unread is
+   * cancelled; one it began to read belongs to what it returns (and `use`
+   * cancels it itself when it fails after reading). So retries cover failures
+   * up to the first chunk `use` reads, and none after.
+   */
+  async stream<T>(req: HttpRequest, signal: AbortSignal, answerTimeoutMs: number, use: (res: Response) => Promise<T>): Promise<T> {
+    return this.#retry.run(() => this.#streamAttempt(req, signal, answerTimeoutMs, use), isRetryable, signal, this.#logRetry(req));
+  }
+
+  #logRetry(req: HttpRequest): (n: number, err: unknown, delayMs: number) => void {
+    return (n, err, delayMs) =>
+      this.#logger.debug('retrying upstream request', { registry: req.registry, method: req.method, host: req.url.host, retry: n, delayMs: Math.round(delayMs), error: err as Error });
+  }
+
+  async #streamAttempt<T>(req: HttpRequest, signal: AbortSignal, answerTimeoutMs: number, use: (res: Response) => Promise<T>): Promise<T> {
+    signal.throwIfAborted();
+    // Not AbortSignal.timeout: that would go on to cut the body too.
+    const late = new AbortController();
+    const timer = setTimeout(() => late.abort(), answerTimeoutMs);
+    let res: Response | undefined;
+    try {
+      try {
+        res = await send(this.#fetch, req, AbortSignal.any([signal, late.signal]));
+      } finally {
+        clearTimeout(timer);
+      }
+      if (isRetryableStatus(res.status)) {
+        throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${res.status} ${res.statusText}`.trimEnd(), res.status);
+      }
+      return await use(res);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      if (err instanceof UpstreamError) throw err;
+      if (late.signal.aborted) throw new UpstreamError('unavailable', req.registry, `${describe(req)}: no answer within ${answerTimeoutMs} ms`);
+      throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${describeNetworkError(err)}`);
+    } finally {
+      // A body `use` began to read is no longer ours; discard() leaves a used body alone.
+      if (res !== undefined) await discard(res);
+    }
   }
 
   async #attempt<T>(req: HttpRequest, signal: AbortSignal, use: (res: Response) => Promise<T>): Promise<T> {

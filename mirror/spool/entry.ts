@@ -1,0 +1,300 @@
+/**
+ * One blob being downloaded into the spool, and read while it downloads.
+ *
+ * The download appends the source's bytes to the entry's file and hashes them
+ * as they come; when the source fails mid-way it is asked again from the byte
+ * it stopped at. Readers read what is on disk and wait for the next append
+ * (an event, never a poll). A reader never gets the last byte it wants until
+ * the whole blob has matched its size and digest: a client cannot end up with
+ * a complete body that is wrong. When the download fails, every reader fails
+ * with its error (a ContentMismatchError when the bytes were wrong).
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { newHasher, type Digest } from '../../shared/digest.ts';
+import type { Logger } from '../../shared/log.ts';
+import { ContentMismatchError, type Slice } from '../../shared/verify.ts';
+
+/**
+ * Where a download's bytes come from: the blob's bytes `offset` to the end.
+ * Asked once with offset 0, then again from where it stopped after each
+ * failure, up to the spool's resume limit. The signal fires when the spool
+ * closes.
+ */
+export type BlobSource = (offset: number, signal: AbortSignal) => Promise<AsyncIterable<Uint8Array>>;
+
+export type SpoolState = 'downloading' | 'complete' | 'failed';
+
+/** Hooks for metrics and tests; each is optional and must not throw. */
+export interface SpoolObserver {
+  /** A download began. */
+  started?(digest: Digest, size: number): void;
+  /** download() found the digest already in the spool and shared that entry. */
+  joined?(digest: Digest): void;
+  /** download() was refused: the spool has no room for `size` more bytes. */
+  refused?(digest: Digest, size: number): void;
+  /** The source failed at `offset` and is asked again from there. */
+  resumed?(digest: Digest, offset: number, error: unknown): void;
+  /** A download ended; `error` when it failed. */
+  finished?(digest: Digest, state: 'complete' | 'failed', error?: Error): void;
+  /** A reader passed on `bytes`; `partial`: read before the download had completed (a download shared in flight). */
+  served?(digest: Digest, bytes: number, partial: boolean): void;
+}
+
+/** The entry's file is gone (it lingered unread and was removed): read from somewhere else. */
+export class SpoolEntryGoneError extends Error {
+  override name = 'SpoolEntryGoneError';
+}
+
+/** A reader of an entry: iterate it once, or close it. Either way its hold on the file ends. */
+export interface SpoolReader extends AsyncIterable<Uint8Array> {
+  /** Stops the reader (a reader waiting for bytes wakes and ends) and lets go of the file. Idempotent. */
+  close(): void;
+}
+
+export interface EntryInit {
+  digest: Digest;
+  size: number;
+  /** The file to write; must not exist. */
+  path: string;
+  source: BlobSource;
+  maxResumes: number;
+  isResumable: (err: unknown) => boolean;
+  lingerMs: number;
+  observer: SpoolObserver;
+  logger: Logger;
+  /** Called once, when the file can go: the download failed, or it is complete, unread and past its linger (or evicted). */
+  retire: (entry: SpoolEntry) => void;
+}
+
+/** What only the spool may do to an entry. */
+export interface EntryControl {
+  /** Fails a download in progress with `reason` (the spool is closing). */
+  abort(reason: Error): void;
+  /** Retires the entry now if it is complete and has no reader; says whether it did. */
+  evictIfIdle(): boolean;
+}
+
+/** Bytes a reader asks the file for at a time. */
+const READ_CHUNK = 256 * 1024;
+
+export class SpoolEntry {
+  readonly digest: Digest;
+  readonly size: number;
+  /** Settles when the download ends, never rejecting: 'complete' or 'failed' (see error). */
+  readonly done: Promise<'complete' | 'failed'>;
+
+  readonly #init: EntryInit;
+  readonly #abort = new AbortController();
+  #state: SpoolState = 'downloading';
+  #error: Error | undefined;
+  #written = 0;
+  #readers = 0;
+  #retired = false;
+  #linger: NodeJS.Timeout | undefined;
+  /** Resolved, and replaced, on every append and state change: what waiting readers await. */
+  #changed = Promise.withResolvers<void>();
+
+  private constructor(init: EntryInit) {
+    this.#init = init;
+    this.digest = init.digest;
+    this.size = init.size;
+    this.done = this.#download();
+  }
+
+  /** Starts downloading `init.digest` into `init.path`. */
+  static start(init: EntryInit): { entry: SpoolEntry; control: EntryControl } {
+    const entry = new SpoolEntry(init);
+    return {
+      entry,
+      control: {
+        abort: (reason) => entry.#abort.abort(reason),
+        evictIfIdle: () => {
+          if (entry.#state !== 'complete' || entry.#readers > 0 || entry.#retired) return false;
+          entry.#retire();
+          return true;
+        },
+      },
+    };
+  }
+
+  get state(): SpoolState {
+    return this.#state;
+  }
+
+  /** Bytes on disk so far. */
+  get written(): number {
+    return this.#written;
+  }
+
+  /** Why the download failed. */
+  get error(): Error | undefined {
+    return this.#error;
+  }
+
+  /**
+   * Bytes `slice` (default: all) as they become available, the last of them
+   * only once the blob is verified. Fails with the download's error if it
+   * fails (also when it had failed before). Throws SpoolEntryGoneError when a
+   * complete entry's file is already gone.
+   * The file stays while the reader is open: iterate it to its end or close it.
+   */
+  reader(slice?: Slice): SpoolReader {
+    if (this.#retired && this.#state !== 'failed') throw new SpoolEntryGoneError(`${this.digest.text}: no longer in the spool`);
+    const start = slice?.start ?? 0;
+    const end = slice?.end ?? this.size - 1;
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size || start > end + 1) {
+      throw new RangeError(`${this.digest.text}: bytes ${start}-${end} are not within its ${this.size}`);
+    }
+    this.#readers++;
+    clearTimeout(this.#linger);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#readers--;
+      this.#maybeRetire();
+    };
+    const stop = { stopped: false };
+    const chunks = this.#read(start, end, stop, release);
+    let iterated = false;
+    return {
+      [Symbol.asyncIterator]: () => {
+        if (iterated) throw new Error('a spool reader is read once');
+        iterated = true;
+        return chunks;
+      },
+      close: () => {
+        stop.stopped = true;
+        release();
+        // Wakes the reader if it waits for bytes; it sees `stopped` and ends.
+        this.#notify();
+        void chunks.return(undefined);
+      },
+    };
+  }
+
+  async *#read(start: number, end: number, stop: { stopped: boolean }, release: () => void): AsyncGenerator<Uint8Array> {
+    let file: FileHandle | undefined;
+    let pos = start;
+    try {
+      // Each pass reads at least a byte or waits for the next change; the download's end (or stop) ends the waits.
+      while (pos <= end && !stop.stopped) {
+        this.#throwIfFailed();
+        // Until the blob is verified, the last wanted byte stays on disk.
+        const limit = this.#state === 'complete' ? end + 1 : Math.min(this.#written, end);
+        if (pos >= limit) {
+          await this.#changed.promise;
+          continue;
+        }
+        const partial = this.#state !== 'complete';
+        const length = Math.min(limit - pos, READ_CHUNK);
+        const buffer = Buffer.allocUnsafe(length);
+        let bytesRead: number;
+        try {
+          file ??= await open(this.#init.path, 'r');
+          ({ bytesRead } = await file.read(buffer, 0, length, pos));
+        } catch (err) {
+          // The download failed (and its file went) under us: say why it failed, not what that did to the read.
+          this.#throwIfFailed();
+          throw err;
+        }
+        if (bytesRead === 0) throw new Error(`${this.digest.text}: spool file ends at ${pos}, ${this.#written} bytes were written`);
+        pos += bytesRead;
+        this.#init.observer.served?.(this.digest, bytesRead, partial);
+        yield buffer.subarray(0, bytesRead);
+      }
+      // An empty slice has no last byte to hold back: its end waits for the verdict instead.
+      while (this.#state === 'downloading' && !stop.stopped) await this.#changed.promise;
+      if (!stop.stopped) this.#throwIfFailed();
+    } finally {
+      await file?.close().catch(() => {});
+      release();
+    }
+  }
+
+  async #download(): Promise<'complete' | 'failed'> {
+    const { digest, size, path, maxResumes, isResumable, observer, logger } = this.#init;
+    const signal = this.#abort.signal;
+    const hasher = newHasher(digest);
+    let file: FileHandle | undefined;
+    observer.started?.(digest, size);
+    try {
+      // `wx`: a file left by anything else is an error, never appended to.
+      file = await open(path, 'wx');
+      // Bounded: each pass completes the download (break) or fails, and failures throw once maxResumes are spent.
+      for (let resumes = 0; ; resumes++) {
+        const offset = this.#written;
+        try {
+          signal.throwIfAborted();
+          for await (const chunk of await this.#init.source(offset, signal)) {
+            if (this.#written + chunk.length > size) throw new ContentMismatchError(`${digest.text}: more than the expected ${size} bytes`);
+            hasher.update(chunk);
+            await writeAll(file, chunk, this.#written);
+            this.#written += chunk.length;
+            this.#notify();
+            signal.throwIfAborted();
+          }
+          if (this.#written === size) break;
+          throw new Error(`source ended at byte ${this.#written} of ${size}`);
+        } catch (err) {
+          if (err instanceof ContentMismatchError || signal.aborted || resumes >= maxResumes || !isResumable(err)) throw err;
+          observer.resumed?.(digest, this.#written, err);
+          logger.debug('spool download failed mid-way; resuming', { digest: digest.text, offset: this.#written, size, resume: resumes + 1, error: err as Error });
+        }
+      }
+      const actual = hasher.digest('hex');
+      if (actual !== digest.hex) throw new ContentMismatchError(`${digest.text}: content hashes to ${digest.algorithm}:${actual}`);
+      await file.close();
+      file = undefined;
+      this.#state = 'complete';
+    } catch (err) {
+      await file?.close().catch(() => {});
+      this.#state = 'failed';
+      this.#error = err instanceof Error ? err : new Error(String(err));
+    }
+    this.#notify();
+    observer.finished?.(digest, this.#state, this.#error);
+    this.#maybeRetire();
+    return this.#state;
+  }
+
+  #throwIfFailed(): void {
+    if (this.#state === 'failed') throw this.#error ?? new Error(`${this.digest.text}: download failed`);
+  }
+
+  #notify(): void {
+    const changed = this.#changed;
+    this.#changed = Promise.withResolvers<void>();
+    changed.resolve();
+  }
+
+  /** A failed entry goes at once (its readers fail); a complete one when unread for the linger. */
+  #maybeRetire(): void {
+    if (this.#retired || this.#state === 'downloading') return;
+    if (this.#state === 'failed') return this.#retire();
+    if (this.#readers > 0) return;
+    if (this.#init.lingerMs <= 0) return this.#retire();
+    clearTimeout(this.#linger);
+    this.#linger = setTimeout(() => this.#maybeRetireAfterLinger(), this.#init.lingerMs);
+    // A lingering file must not keep the process up.
+    this.#linger.unref();
+  }
+
+  #maybeRetireAfterLinger(): void {
+    if (!this.#retired && this.#readers === 0) this.#retire();
+  }
+
+  #retire(): void {
+    this.#retired = true;
+    clearTimeout(this.#linger);
+    this.#init.retire(this);
+  }
+}
+
+async function writeAll(file: FileHandle, chunk: Uint8Array, position: number): Promise<void> {
+  // A write may take less than asked for; each pass takes at least a byte or throws.
+  for (let done = 0; done < chunk.length; ) {
+    const { bytesWritten } = await file.write(chunk, done, chunk.length - done, position + done);
+    done += bytesWritten;
+  }
+}
