@@ -9,6 +9,12 @@ export interface MirrorMetrics extends PeerMetrics {
   readonly requests: Counter<'source' | 'kind'>;
   readonly bytes: Counter<'source'>;
   readonly httpDuration: Histogram<'route' | 'method' | 'code'>;
+  /** Body bytes received from upstream registries (blobs and manifests). */
+  readonly upstreamBytes: Counter<'registry'>;
+  /** Upstream calls by outcome: the HTTP status, or the failure when there was none (timeout, circuit-open). */
+  readonly upstreamRequests: Counter<'registry' | 'code'>;
+  /** Blob bytes sent to other nodes from downloads still in progress in the spool. */
+  readonly spoolPartialPeerBytes: Counter;
 }
 
 export function createMirrorMetrics(registry: Registry): MirrorMetrics {
@@ -37,6 +43,23 @@ export function createMirrorMetrics(registry: Registry): MirrorMetrics {
       help: 'Registry API request duration until the last byte was sent.',
       labelNames: ['route', 'method', 'code'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    upstreamBytes: new Counter({
+      name: 'shoal_upstream_bytes_total',
+      help: 'Body bytes received from upstream registries (blobs and manifests).',
+      labelNames: ['registry'],
+      registers: [registry],
+    }),
+    upstreamRequests: new Counter({
+      name: 'shoal_upstream_requests_total',
+      help: 'Upstream calls by registry and outcome: the HTTP status, or the failure (unavailable, circuit-open, ...) when no status applies.',
+      labelNames: ['registry', 'code'],
+      registers: [registry],
+    }),
+    spoolPartialPeerBytes: new Counter({
+      name: 'shoal_spool_partial_peer_bytes_total',
+      help: 'Blob bytes sent to other nodes from upstream downloads still in progress here.',
       registers: [registry],
     }),
   };

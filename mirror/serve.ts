@@ -1,10 +1,14 @@
 /**
  * `serve`: the registry API over the node's containerd, peers found through the
- * DHT for what the node lacks, the advertiser that tells the DHT what the node
+ * DHT for what the node lacks, upstream (one download per blob for the
+ * cluster) for what no node has, the advertiser that tells the DHT what the node
  * holds, and the ops endpoints.
  */
 import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import { UpstreamClient } from '../shared/distribution/client.ts';
+import { readRegistryCredentialsFile } from '../shared/distribution/docker-config.ts';
 import type { FlagValues } from '../shared/cli.ts';
 import { close, listen } from '../shared/http-listen.ts';
 import { formatListenAddress } from '../shared/listen-address.ts';
@@ -14,11 +18,14 @@ import { createOpsHandler } from '../shared/ops-handler.ts';
 import { DhtRouter } from '../shared/p2p/dht-router.ts';
 import { readNetworkKeyFile } from '../shared/p2p/network-key.ts';
 import { Advertiser } from './advertiser/advertiser.ts';
-import { createMirrorMetrics } from './metrics.ts';
+import { createMirrorMetrics, type MirrorMetrics } from './metrics.ts';
 import type { serveFlags } from './options.ts';
 import { PeerSource } from '../shared/peers/peer-source.ts';
 import { createRegistryHandler } from './registry/handler.ts';
 import { ContainerdStore } from './store/containerd/store.ts';
+import { Spool } from './spool/spool.ts';
+import { isResumableUpstreamFailure } from './spool/upstream-source.ts';
+import { UpstreamFallback } from './upstream/fallback.ts';
 
 export type ServeOptions = FlagValues<typeof serveFlags>;
 
@@ -58,7 +65,8 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<Runn
     logger: logger.with({ component: 'peers' }),
     metrics,
   });
-  const registryServer: Server = createServer(createRegistryHandler({ store, mirroredRegistries: options.mirroredRegistries, logger, metrics, peers }));
+  const upstream = options.upstreamFallback ? await startUpstreamFallback(options, router, metrics, logger) : undefined;
+  const registryServer: Server = createServer(createRegistryHandler({ store, mirroredRegistries: options.mirroredRegistries, logger, metrics, peers, upstream: upstream?.fallback }));
   // Keep-alive longer than containerd's idle pool so it reuses connections across a pull.
   registryServer.keepAliveTimeout = 65_000;
   const opsServer = createServer(createOpsHandler({ registry: metricsRegistry, ready: () => router.ready() }));
@@ -80,8 +88,33 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<Runn
       await advertiser.stop();
       await Promise.all([close(registryServer), close(opsServer)]);
       peers.close();
+      upstream?.fallback.close();
+      await upstream?.spool.close();
       await router.close();
       await store.close();
     },
   };
+}
+
+async function startUpstreamFallback(options: ServeOptions, router: DhtRouter, metrics: MirrorMetrics, logger: Logger): Promise<{ fallback: UpstreamFallback; spool: Spool }> {
+  const log = logger.with({ component: 'upstream' });
+  const credentials = options.registryCredentialsFile === '' ? undefined : await readRegistryCredentialsFile(options.registryCredentialsFile);
+  const spool = await Spool.open({ dir: join(options.dataDir, 'spool'), maxBytes: options.spoolMaxBytes, isResumable: isResumableUpstreamFailure, logger: log });
+  const client = new UpstreamClient({
+    plainHttpRegistries: options.mirroredRegistries.filter((r) => r.upstream.protocol === 'http:').map((r) => r.host),
+    logger: log,
+  });
+  const fallback = new UpstreamFallback({
+    client,
+    spool,
+    credentials,
+    selfId: router.peerId,
+    peers: router,
+    peerRegistryPort: options.peerRegistryPort,
+    upstreamIdleTimeoutMs: options.upstreamIdleTimeout,
+    peerIdleTimeoutMs: options.peerIdleTimeout,
+    logger: log,
+    metrics,
+  });
+  return { fallback, spool };
 }

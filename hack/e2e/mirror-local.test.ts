@@ -36,7 +36,8 @@ describe('mirror part 1: serving from the node\'s containerd', function () {
 
   before(async function () {
     // `mirror`: each node's hosts.toml is written by the mirror's own configure command.
-    cluster = await startCluster({ nodes: 2, hostsConfig: 'mirror' });
+    // Part 1's behaviour: a miss is a 404 and containerd goes upstream itself.
+    cluster = await startCluster({ nodes: 2, hostsConfig: 'mirror', mirrorArgs: ['--upstream-fallback=false'] });
     [node1, node2] = cluster.nodes as [ClusterNode, ClusterNode];
     mirror1 = node1.mirror!;
     const registry = cluster.registry.host;

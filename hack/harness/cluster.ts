@@ -20,10 +20,23 @@ export interface ClusterInit {
   /** Run directory (default: a fresh one from createRunDir(), which first cleans up after dead runs). */
   runDir?: string;
   registry?: { htpasswd?: { user: string; password: string } };
+  /**
+   * A front the nodes know the upstream by (e.g. a proxy that misbehaves for
+   * the mirrors): mirrored and configured in hosts.toml instead of the
+   * registry, which stays reachable at its own address. Called once the
+   * registry is up. Default none: the registry itself.
+   */
+  upstreamFront?: (registry: Registry) => { host: string; url: string };
   /** Start a mirror on each node (default true). */
   mirrors?: boolean;
   /** Extra mirror flags, the same for all nodes or per node. */
   mirrorArgs?: string[] | ((node: { index: number; ip: string }) => string[]);
+  /** Extra environment variables for the mirror processes, the same for all nodes or per node. */
+  mirrorEnv?: Record<string, string> | ((node: { index: number; ip: string }) => Record<string, string> | undefined);
+  /** The mirrors' --log-level (default debug). */
+  mirrorLogLevel?: string;
+  /** A command the mirror's node process is run through, per node (see MirrorInit.commandPrefix). */
+  mirrorCommandPrefix?: (node: { index: number; ip: string }) => string[] | undefined;
   /**
    * Who writes each node's hosts.toml: `harness` (default) writes server = upstream
    * plus a [host] for the node's own mirror; `mirror` runs the mirror's `configure`
@@ -101,7 +114,7 @@ export async function startCluster(init: ClusterInit): Promise<Cluster> {
 
   try {
     registry = await startRegistry({ dir: join(runDir, 'registry'), htpasswd: init.registry?.htpasswd });
-    const upstream = registry;
+    const upstream = init.upstreamFront?.(registry) ?? registry;
     // allSettled: on a failure, wait for the other nodes' starts before tearing down,
     // or a process spawned after stop() would outlive the run.
     const started = await Promise.allSettled(
@@ -115,12 +128,16 @@ export async function startCluster(init: ClusterInit): Promise<Cluster> {
         nodes.push(node);
         if (init.mirrors ?? true) {
           const extra = typeof init.mirrorArgs === 'function' ? init.mirrorArgs({ index, ip: node.ip }) : init.mirrorArgs;
+          const env = typeof init.mirrorEnv === 'function' ? init.mirrorEnv({ index, ip: node.ip }) : init.mirrorEnv;
           node.mirror = await startMirror({
             dir: join(dir, 'mirror'),
             ip: node.ip,
             containerd,
             mirroredRegistries: [upstream.url],
             extraArgs: extra,
+            env,
+            logLevel: init.mirrorLogLevel,
+            commandPrefix: init.mirrorCommandPrefix?.({ index, ip: node.ip }),
             registryPort,
             routerPort,
             peerRegistryPort: registryPort,

@@ -37,6 +37,8 @@ export interface MirrorInit {
   logLevel?: string;
   /** Environment variables set for the mirror process on top of this process's (runtime knobs: NODE_OPTIONS, MALLOC_ARENA_MAX). */
   env?: Record<string, string>;
+  /** Runs node through this command, which must exec its arguments (e.g. a shell that enters a cgroup first). Default none. */
+  commandPrefix?: string[];
 }
 
 export interface Mirror {
@@ -47,8 +49,8 @@ export interface Mirror {
   /** `http://IP:MPORT` */
   readonly metricsUrl: string;
   readonly logPath: string;
-  /** Starts again with the same flags and data dir; waits for /readyz. */
-  start(): Promise<void>;
+  /** Starts again with the same flags and data dir (and `env` instead of the extra environment, when given); waits for /readyz. */
+  start(env?: Record<string, string>): Promise<void>;
   stop(): Promise<void>;
   /** SIGKILL: a crash, no graceful close of connections in flight. */
   kill(): Promise<void>;
@@ -98,10 +100,13 @@ export async function startMirror(init: MirrorInit): Promise<Mirror> {
   ];
 
   let proc: Proc | undefined;
-  const start = async (): Promise<void> => {
+  let extraEnv = init.env;
+  const start = async (nextEnv?: Record<string, string>): Promise<void> => {
     if (proc?.running()) return;
-    const env = init.env === undefined ? undefined : { ...process.env, ...init.env };
-    proc = await startProc({ name: 'mirror', dir: init.dir, command: nodeBinary(), args, cwd: REPO_ROOT, env }, (p) =>
+    if (nextEnv !== undefined) extraEnv = nextEnv;
+    const env = extraEnv === undefined ? undefined : { ...process.env, ...extraEnv };
+    const [command, ...prefixArgs] = [...(init.commandPrefix ?? []), nodeBinary()];
+    proc = await startProc({ name: 'mirror', dir: init.dir, command, args: [...prefixArgs, ...args], cwd: REPO_ROOT, env }, (p) =>
       waitForHttp(`${metricsUrl}/${init.waitFor === 'healthy' ? 'healthz' : 'readyz'}`, { what: `mirror on ${host}`, proc: p, timeoutMs: 30_000 }),
     );
   };

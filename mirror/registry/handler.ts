@@ -3,8 +3,9 @@
  * Every byte sent is checked against its digest; a mismatch aborts the
  * response (blobs) or turns into a 404 (manifests, which are checked whole
  * before anything is sent), so the client moves on and never keeps bad bytes.
- * What the node lacks is fetched from peers when a PeerSource is given, with
- * the same guarantees.
+ * What the node lacks is fetched from peers when a PeerSource is given, and
+ * then from upstream when an UpstreamFallback is given, with the same
+ * guarantees.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { canonicalRepository } from '../../shared/reference.ts';
@@ -18,6 +19,8 @@ import { readAll, type ContentStore, type Descriptor } from '../store/store.ts';
 import type { MirrorMetrics } from '../metrics.ts';
 import { isPeerRequest } from '../../shared/peers/peer-client.ts';
 import type { PeerSource } from '../../shared/peers/peer-source.ts';
+import { SpoolEntryGoneError, type SpoolEntry } from '../spool/entry.ts';
+import { UPSTREAM_FETCH_HEADER, type UpstreamFallback } from '../upstream/fallback.ts';
 import { RegistryError } from './errors.ts';
 import { parseRange, type ByteRange } from './range.ts';
 import { parseRoute, type Route } from './route.ts';
@@ -34,6 +37,13 @@ export interface RegistryHandlerInit {
    * (Shoal-Peer-Request), so a miss does not travel on from peer to peer.
    */
   peers?: PeerSource;
+  /**
+   * The registry itself, for what neither this node nor its peers hold: only
+   * for requests that name a mirrored registry (`?ns=`). A peer's request is
+   * answered from this node's spool, and started there only when it carries
+   * UPSTREAM_FETCH_HEADER (this node is the blob's downloader). Absent: 404.
+   */
+  upstream?: UpstreamFallback;
 }
 
 /** Where a local miss may still be found, for one request. */
@@ -41,12 +51,14 @@ interface Remote {
   readonly peers: PeerSource;
   /** Aborts when the client goes away. */
   readonly signal: AbortSignal;
+  /** The request's registry (a mirrored one) when upstream may be asked. */
+  readonly upstream: { readonly fallback: UpstreamFallback; readonly registry: string } | undefined;
 }
 
-/** A tag's descriptor, and whether it came from a peer rather than this node's image records. */
+/** A tag's descriptor, and where it came from: this node's image records, a peer's, or upstream. */
 interface Resolved {
   readonly descriptor: Descriptor;
-  readonly fromPeer: boolean;
+  readonly from: 'local' | 'peer' | 'upstream';
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -57,10 +69,17 @@ const NS_RE = /^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5
 export function createRegistryHandler(init: RegistryHandlerInit): Handler {
   const { store, logger, metrics } = init;
   const mirrored = new Set(init.mirroredRegistries.map((r) => r.host));
+  /** The registry a request names with `?ns=`, when it is one this node serves. */
+  const mirroredNamespace = (route: Route): string | undefined => {
+    if (route.kind === 'base' || route.namespace === undefined || !NS_RE.test(route.namespace)) return undefined;
+    return mirrored.size === 0 || mirrored.has(route.namespace) ? route.namespace : undefined;
+  };
 
   async function handle(req: IncomingMessage, res: ServerResponse, route: Route, signal: AbortSignal): Promise<void> {
     const head = req.method === 'HEAD';
-    const remote: Remote | undefined = init.peers !== undefined && !isPeerRequest(req.headers) ? { peers: init.peers, signal } : undefined;
+    const registry = mirroredNamespace(route);
+    const upstream = init.upstream !== undefined && registry !== undefined ? { fallback: init.upstream, registry } : undefined;
+    const remote: Remote | undefined = init.peers !== undefined && !isPeerRequest(req.headers) ? { peers: init.peers, signal, upstream } : undefined;
     switch (route.kind) {
       case 'base':
         res.setHeader('Content-Type', 'application/json');
@@ -78,6 +97,10 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
         return;
       }
       case 'blob':
+        if (remote === undefined && isPeerRequest(req.headers) && init.upstream !== undefined) {
+          await sendBlobToPeer(req, res, head, route, init.upstream, upstream?.registry);
+          return;
+        }
         await sendBlob(req, res, head, route, remote);
         return;
     }
@@ -89,9 +112,12 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     if (mirrored.size > 0 && !mirrored.has(namespace)) return undefined;
     const key = { registry: namespace, name: canonicalRepository(namespace, name), tag };
     const local = await store.resolveTag(key);
-    if (local !== undefined) return { descriptor: local, fromPeer: false };
-    const fromPeer = await remote?.peers.resolveTag(key.registry, key.name, key.tag, remote.signal);
-    return fromPeer === undefined ? undefined : { descriptor: fromPeer, fromPeer: true };
+    if (local !== undefined) return { descriptor: local, from: 'local' };
+    if (remote === undefined) return undefined;
+    const fromPeer = await remote.peers.resolveTag(key.registry, key.name, key.tag, remote.signal);
+    if (fromPeer !== undefined) return { descriptor: fromPeer, from: 'peer' };
+    const fromUpstream = await remote.upstream?.fallback.resolveTag(remote.upstream.registry, name, tag, remote.signal);
+    return fromUpstream === undefined ? undefined : { descriptor: fromUpstream, from: 'upstream' };
   }
 
   async function sendManifest(res: ServerResponse, head: boolean, digest: Digest, resolved: Resolved | undefined, route: Route & { kind: 'manifest' }, remote: Remote | undefined): Promise<void> {
@@ -130,34 +156,41 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     res.end(body);
   }
 
-  /** A manifest this node lacks: a HEAD by tag answers from the peer's descriptor, anything else fetches and checks the bytes. */
+  /** A manifest this node lacks: a HEAD by tag answers from the peer's (or upstream's) descriptor, anything else fetches and checks the bytes, from peers, else upstream. */
   async function sendPeerManifest(
     res: ServerResponse,
     head: boolean,
     digest: Digest,
     resolved: Resolved | undefined,
     route: Route & { kind: 'manifest' },
-    { peers, signal }: Remote,
+    { peers, signal, upstream }: Remote,
     unknown: () => RegistryError,
   ): Promise<void> {
     let mediaType: string;
     let body: Buffer | undefined;
     let size: number;
-    if (head && resolved?.fromPeer === true) {
+    let source: 'peer' | 'upstream';
+    if (head && resolved !== undefined && resolved.from !== 'local') {
       ({ mediaType, size } = resolved.descriptor);
+      source = resolved.from;
     } else {
-      const manifest = await peers.fetchManifest(route.name, digest, signal);
+      source = 'peer';
+      let manifest = await peers.fetchManifest(route.name, digest, signal);
+      if (manifest === undefined && upstream !== undefined) {
+        source = 'upstream';
+        manifest = await upstream.fallback.fetchManifest(upstream.registry, route.name, digest, signal);
+      }
       if (manifest === undefined) throw unknown();
       ({ mediaType, bytes: body } = manifest);
       size = body.length;
     }
-    metrics.requests.inc({ source: 'peer', kind: 'manifest' });
+    metrics.requests.inc({ source, kind: 'manifest' });
     setManifestHeaders(res, mediaType, digest, size);
     if (head) {
       res.end();
       return;
     }
-    metrics.bytes.inc({ source: 'peer' }, size);
+    metrics.bytes.inc({ source }, size);
     res.end(body);
   }
 
@@ -165,8 +198,12 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     const digest = route.digest;
     const size = await store.size(digest);
     if (size === undefined && remote !== undefined) {
-      await sendPeerBlob(req, res, head, route, remote);
-      return;
+      if (await sendPeerBlob(req, res, head, route, remote)) return;
+      if (remote.upstream !== undefined) {
+        const { fallback, registry } = remote.upstream;
+        await sendSpooledBlob(req, res, head, digest, () => fallback.blob(registry, route.name, digest, false), false);
+        return;
+      }
     }
     if (size === undefined) {
       metrics.requests.inc({ source: 'miss', kind: 'blob' });
@@ -211,7 +248,8 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     }
   }
 
-  async function sendPeerBlob(req: IncomingMessage, res: ServerResponse, head: boolean, route: Route & { kind: 'blob' }, { peers, signal }: Remote): Promise<void> {
+  /** Whether peers answered (false: nothing sent yet, and no peer had it whole). */
+  async function sendPeerBlob(req: IncomingMessage, res: ServerResponse, head: boolean, route: Route & { kind: 'blob' }, { peers, signal, upstream }: Remote): Promise<boolean> {
     const digest = route.digest;
     const unknown = () => {
       metrics.requests.inc({ source: 'miss', kind: 'blob' });
@@ -219,13 +257,15 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     };
     if (head) {
       const size = await peers.blobSize(route.name, digest, signal);
+      if (size === undefined && upstream !== undefined) return false;
       if (size === undefined) throw unknown();
       setBlobHeaders(req, res, digest, size);
       metrics.requests.inc({ source: 'peer', kind: 'blob' });
       res.end();
-      return;
+      return true;
     }
     const blob = await peers.openBlob(route.name, digest, signal);
+    if (blob === undefined && upstream !== undefined) return false;
     if (blob === undefined) throw unknown();
     let slice: ByteRange | undefined;
     let length: number;
@@ -242,16 +282,90 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
       if (!res.destroyed && !(err instanceof ContentMismatchError)) logger.warn('blob from peers failed', { digest: digest.text, error: err as Error, sent: res.headersSent });
       if (!res.headersSent && !res.destroyed) {
         for (const name of BLOB_HEADERS) res.removeHeader(name);
+        if (upstream !== undefined) return false;
         throw unknown();
       }
       metrics.requests.inc({ source: 'peer', kind: 'blob' });
       // Wrong bytes went out: drop what this node's containerd kept of them before it resumes elsewhere.
       if (err instanceof ContentMismatchError) await discardPartial(digest);
       res.destroy();
-      return;
+      return true;
     }
     metrics.requests.inc({ source: 'peer', kind: 'blob' });
     metrics.bytes.inc({ source: 'peer' }, length);
+    return true;
+  }
+
+  /**
+   * Another node's request for a blob. One that asks this node, as the blob's
+   * downloader, to fetch it from upstream is answered from the spool, where it
+   * may still be downloading (and is started if need be); anything else from
+   * the store.
+   */
+  async function sendBlobToPeer(req: IncomingMessage, res: ServerResponse, head: boolean, route: Route & { kind: 'blob' }, fallback: UpstreamFallback, registry: string | undefined): Promise<void> {
+    const digest = route.digest;
+    // Without the header a peer asks for what this node advertises: its store only.
+    if (registry === undefined || req.headers[UPSTREAM_FETCH_HEADER.toLowerCase()] === undefined || (await store.size(digest)) !== undefined) {
+      await sendBlob(req, res, head, route, undefined);
+      return;
+    }
+    await sendSpooledBlob(req, res, head, digest, () => fallback.blob(registry, route.name, digest, true), true);
+  }
+
+  /**
+   * A blob from this node's spool, read as it downloads; the last byte only
+   * once the whole blob has matched its digest. Until the first byte goes out
+   * a failure is a 404 (containerd goes to its next host); after it, the
+   * response is cut short.
+   */
+  async function sendSpooledBlob(req: IncomingMessage, res: ServerResponse, head: boolean, digest: Digest, entryOf: () => Promise<SpoolEntry | undefined>, toPeer: boolean): Promise<void> {
+    const unknown = () => {
+      metrics.requests.inc({ source: 'miss', kind: 'blob' });
+      return new RegistryError('BLOB_UNKNOWN', 'blob unknown to this node', { digest: digest.text });
+    };
+    let entry = await entryOf();
+    if (entry === undefined) throw unknown();
+    const { slice, length } = setBlobHeaders(req, res, digest, entry.size);
+    if (head) {
+      metrics.requests.inc({ source: 'upstream', kind: 'blob' });
+      res.end();
+      return;
+    }
+    let reader;
+    try {
+      reader = entry.reader(slice);
+    } catch (err) {
+      // Complete and just removed: a second look starts (or joins) a new download.
+      if (!(err instanceof SpoolEntryGoneError)) throw err;
+      entry = await entryOf();
+      if (entry === undefined) throw unknown();
+      reader = entry.reader(slice);
+    }
+    const partial = entry;
+    async function* counted(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+      for await (const chunk of chunks) {
+        if (toPeer && partial.state === 'downloading') metrics.spoolPartialPeerBytes.inc(chunk.length);
+        yield chunk;
+      }
+    }
+    try {
+      await streamToResponse(res, counted(reader));
+    } catch (err) {
+      if (!res.destroyed && !(err instanceof ContentMismatchError)) logger.warn('blob from upstream failed', { digest: digest.text, error: err as Error, sent: res.headersSent });
+      if (err instanceof ContentMismatchError) metrics.corrupt.inc({ source: 'upstream' });
+      if (!res.headersSent && !res.destroyed) {
+        for (const name of BLOB_HEADERS) res.removeHeader(name);
+        throw unknown();
+      }
+      metrics.requests.inc({ source: 'upstream', kind: 'blob' });
+      if (err instanceof ContentMismatchError) await discardPartial(digest);
+      res.destroy();
+      return;
+    } finally {
+      reader.close();
+    }
+    metrics.requests.inc({ source: 'upstream', kind: 'blob' });
+    metrics.bytes.inc({ source: 'upstream' }, length);
   }
 
   return (req, res) => {

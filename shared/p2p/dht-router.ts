@@ -37,7 +37,7 @@ import { keyToCid } from './cid.ts';
 import { loadOrCreatePeerKey } from './identity.ts';
 import { pnetKeyBytes, type NetworkKey } from './network-key.ts';
 import { ProvideQueue } from './provide-queue.ts';
-import type { LookupOptions, Provider, Router } from './router.ts';
+import type { LivePeers, LookupOptions, Provider, Router } from './router.ts';
 
 export const DHT_PROTOCOL = '/shoal/kad/1.0.0';
 
@@ -69,7 +69,7 @@ export interface DhtRouterInit {
   readonly provideConcurrency?: number;
   /** A provide still running after this long is aborted (and retried on the next tick). Default 30 s. */
   readonly provideTimeoutMs?: number;
-  /** Registers gauges `shoal_peers` (routing table size), `shoal_advertised_keys` and `shoal_dht_provide_queue` here. Default none. */
+  /** Registers gauges `shoal_peers` (routing table size), `shoal_live_peers`, `shoal_advertised_keys` and `shoal_dht_provide_queue` here. Default none. */
   readonly metrics?: Registry;
 }
 
@@ -103,7 +103,7 @@ interface RoutingTable extends EventTarget {
   remove(peer: PeerId): Promise<void>;
 }
 
-export class DhtRouter implements Router {
+export class DhtRouter implements Router, LivePeers {
   readonly #node: Libp2p<Services>;
   readonly #table: RoutingTable;
   readonly #logger: Logger;
@@ -297,6 +297,26 @@ export class DhtRouter implements Router {
     return this.#advertised;
   }
 
+  /**
+   * Peers connected now that serve the DHT (mirrors; the webhook is a client
+   * and does not), each at the host its own addresses name.
+   */
+  async livePeers(): Promise<Provider[]> {
+    const ids = new Map<string, PeerId>();
+    for (const connection of this.#node.getConnections()) {
+      if (connection.status === 'open') ids.set(connection.remotePeer.toString(), connection.remotePeer);
+    }
+    const peers: Provider[] = [];
+    for (const [peerId, id] of ids) {
+      if (peerId === this.peerId) continue;
+      const peer = await this.#node.peerStore.get(id).catch(() => undefined);
+      if (peer === undefined || !peer.protocols.includes(DHT_PROTOCOL)) continue;
+      const host = pickHost(peer.addresses.map((a) => a.multiaddr));
+      if (host !== undefined) peers.push({ peerId, host });
+    }
+    return peers;
+  }
+
   /** Has a peer, or has nobody to join (no bootstrap configured, or it found only this node). */
   ready(): boolean {
     return this.#table.size > 0 || !this.#bootstrap.configured || this.#bootstrap.alone;
@@ -427,7 +447,16 @@ export class DhtRouter implements Router {
     gauge('shoal_peers', 'Peers in the DHT routing table.', () => this.#table.size);
     gauge('shoal_advertised_keys', 'Keys (digests and tags) this node provides in the DHT.', () => this.#advertised.size);
     gauge('shoal_dht_provide_queue', 'Provides waiting to be sent to the DHT.', () => this.#queue.pending);
-    this.#metrics = { registry, names: ['shoal_peers', 'shoal_advertised_keys', 'shoal_dht_provide_queue'] };
+    const livePeers = () => this.livePeers();
+    new Gauge({
+      name: 'shoal_live_peers',
+      help: 'Mirrors connected now: the set each blob\'s upstream downloader is picked from (with this node).',
+      registers: [registry],
+      async collect() {
+        this.set((await livePeers()).length);
+      },
+    });
+    this.#metrics = { registry, names: ['shoal_peers', 'shoal_advertised_keys', 'shoal_dht_provide_queue', 'shoal_live_peers'] };
   }
 
   #unregisterGauges(): void {

@@ -3,14 +3,26 @@
  * each other's advertisements at once. For tests of the router's users; the
  * DHT's own behaviour is tested against real libp2p nodes.
  */
-import type { LookupOptions, Provider, Router } from './router.ts';
+import type { LivePeers, LookupOptions, Provider, Router } from './router.ts';
 
 export class MemoryNetwork {
   readonly #providers = new Map<string, Map<string, Provider>>();
+  readonly #members = new Map<string, Provider>();
 
   /** A router for one node of this network. */
   join(self: Provider): MemoryRouter {
+    this.#members.set(self.peerId, self);
     return new MemoryRouter(this, self);
+  }
+
+  /** @internal */
+  leave(peerId: string): void {
+    this.#members.delete(peerId);
+  }
+
+  /** @internal */
+  members(): Provider[] {
+    return [...this.#members.values()];
   }
 
   /** @internal */
@@ -31,7 +43,7 @@ export class MemoryNetwork {
   }
 }
 
-export class MemoryRouter implements Router {
+export class MemoryRouter implements Router, LivePeers {
   readonly #network: MemoryNetwork;
   readonly #self: Provider;
   readonly #keys = new Set<string>();
@@ -77,7 +89,12 @@ export class MemoryRouter implements Router {
     return true;
   }
 
+  livePeers(): Promise<Provider[]> {
+    return Promise.resolve(this.#network.members().filter((p) => p.peerId !== this.#self.peerId));
+  }
+
   close(): Promise<void> {
+    this.#network.leave(this.#self.peerId);
     this.withdraw([...this.#keys]);
     return Promise.resolve();
   }

@@ -35,3 +35,9 @@ export interface Router {
   ready(): boolean;
   close(): Promise<void>;
 }
+
+/** The peers this node is connected to now, for choices every node must make alike (rendezvous hashing). */
+export interface LivePeers {
+  /** Connected mirrors (not DHT clients), this node excluded. */
+  livePeers(): Promise<Provider[]>;
+}

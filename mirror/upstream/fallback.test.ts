@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { digestOf } from '../../shared/digest.ts';
+import { UpstreamClient } from '../../shared/distribution/client.ts';
+import { startServer, type TestServer } from '../../shared/distribution/testing.ts';
+import { silentLogger } from '../../shared/log.ts';
+import { rendezvousPick } from '../../shared/p2p/rendezvous.ts';
+import type { Provider } from '../../shared/p2p/router.ts';
+import { createMirrorMetrics } from '../metrics.ts';
+import type { SpoolEntry } from '../spool/entry.ts';
+import { Spool } from '../spool/spool.ts';
+import { isResumableUpstreamFailure } from '../spool/upstream-source.ts';
+import { UPSTREAM_FETCH_HEADER, UpstreamFallback } from './fallback.ts';
+
+const bytes = randomBytes(300 * 1024);
+const digest = digestOf(bytes);
+
+/** Serves `bytes` from the Range's start; `cutAt`: ends the connection after that many bytes of the first answer. */
+function blobServer(cutAt?: number): Promise<TestServer> {
+  let first = true;
+  return startServer((req, res) => {
+    const from = Number(/^bytes=([0-9]+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    res.writeHead(from > 0 ? 206 : 200, {
+      'content-length': bytes.length - from,
+      ...(from > 0 ? { 'content-range': `bytes ${from}-${bytes.length - 1}/${bytes.length}` } : {}),
+    });
+    if (first && cutAt !== undefined) {
+      first = false;
+      res.write(bytes.subarray(0, cutAt), () => setTimeout(() => res.destroy(), 100));
+      return;
+    }
+    res.end(bytes.subarray(from));
+  });
+}
+
+/** A peer id that wins (or loses) the rendezvous for `digest` against `other`. */
+function idThat(wins: boolean, other: string): string {
+  for (let i = 0; ; i++) {
+    const id = `self-${i}`;
+    if ((rendezvousPick([{ peerId: id }, { peerId: other }], digest.text)?.peerId === id) === wins) return id;
+  }
+}
+
+async function readAll(entry: SpoolEntry | undefined): Promise<Buffer> {
+  assert.ok(entry !== undefined, 'an entry');
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of entry.reader()) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+describe('UpstreamFallback', function () {
+  let root: string;
+  const closers: { close(): Promise<void> | void }[] = [];
+  beforeEach(async function () {
+    root = await mkdtemp(join(tmpdir(), 'shoal-fallback-'));
+  });
+  afterEach(async function () {
+    for (const c of closers.splice(0).reverse()) await c.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  async function setup(upstream: TestServer, selfId: string, peers: Provider[], ownerPort: number) {
+    const spool = await Spool.open({ dir: join(root, 'spool'), maxBytes: 1 << 20, lingerMs: 10_000, isResumable: isResumableUpstreamFailure });
+    const metrics = createMirrorMetrics(new Registry());
+    const fallback = new UpstreamFallback({
+      client: new UpstreamClient({ plainHttpRegistries: [upstream.host], retryBaseDelayMs: 5 }),
+      spool,
+      selfId,
+      peers: { livePeers: () => Promise.resolve(peers) },
+      peerRegistryPort: ownerPort,
+      upstreamIdleTimeoutMs: 500,
+      peerIdleTimeoutMs: 500,
+      logger: silentLogger,
+      metrics,
+    });
+    closers.push(spool, fallback);
+    return { fallback, metrics };
+  }
+
+  const blobGets = (server: TestServer) => server.requests.filter((r) => r.url.includes('/blobs/'));
+
+  it('downloads a blob once for every request on the node, when the node is its downloader', async function () {
+    const upstream = await blobServer();
+    closers.push(upstream);
+    const { fallback, metrics } = await setup(upstream, 'alone', [], 1);
+    const entries = await Promise.all([1, 2, 3].map(() => fallback.blob(upstream.host, 'team/app', digest, false)));
+    for (const entry of entries) assert.ok((await readAll(entry)).equals(bytes));
+    assert.equal(blobGets(upstream).length, 1);
+    assert.equal((await metrics.upstreamBytes.get()).values[0]?.value, bytes.length);
+  });
+
+  it('asks the peer that rendezvous hashing picks, with the upstream-fetch header and the registry, and not upstream', async function () {
+    const upstream = await blobServer();
+    const owner = await blobServer();
+    closers.push(upstream, owner);
+    const ownerPort = Number(owner.host.split(':')[1]);
+    const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], ownerPort);
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false))).equals(bytes));
+    assert.equal(blobGets(upstream).length, 0);
+    const [asked] = owner.requests;
+    assert.equal(asked?.url, `/v2/team/app/blobs/${digest.text}?ns=${encodeURIComponent(upstream.host)}`);
+    assert.equal(asked.headers[UPSTREAM_FETCH_HEADER.toLowerCase()], '1');
+  });
+
+  it('downloads itself when asked as the downloader, whoever it thinks owns the blob', async function () {
+    const upstream = await blobServer();
+    const owner = await blobServer();
+    closers.push(upstream, owner);
+    const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(owner.host.split(':')[1]));
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, true))).equals(bytes));
+    assert.equal(owner.requests.length, 0);
+    assert.equal(blobGets(upstream).length, 1);
+  });
+
+  it('joins its own download when asked as the downloader meanwhile, and the other way round', async function () {
+    const upstream = await blobServer();
+    closers.push(upstream);
+    const { fallback } = await setup(upstream, 'alone', [], 1);
+    const [mine, theirs] = await Promise.all([fallback.blob(upstream.host, 'team/app', digest, false), fallback.blob(upstream.host, 'team/app', digest, true)]);
+    assert.equal(mine, theirs);
+    const other = digestOf(Buffer.from('other'));
+    const [first, second] = await Promise.all([fallback.blob(upstream.host, 'team/app', other, true), fallback.blob(upstream.host, 'team/app', other, false)]);
+    assert.equal(first, second);
+    assert.equal(blobGets(upstream).length, 2);
+  });
+
+  it('goes upstream when the downloader is unreachable', async function () {
+    const upstream = await blobServer();
+    const gone = await blobServer();
+    await gone.close();
+    closers.push(upstream);
+    const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(gone.host.split(':')[1]));
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false))).equals(bytes));
+    assert.equal(blobGets(upstream).length, 1);
+  });
+
+  it('resumes from upstream at its offset when the downloader dies mid-blob', async function () {
+    const upstream = await blobServer();
+    const owner = await blobServer(100_000);
+    closers.push(upstream, owner);
+    const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(owner.host.split(':')[1]));
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false))).equals(bytes));
+    const gets = blobGets(upstream);
+    assert.equal(gets.length, 1);
+    assert.match(gets[0]!.headers.range ?? '', /^bytes=[1-9][0-9]*-$/);
+  });
+
+  it('answers undefined when upstream refuses, and counts the status', async function () {
+    const upstream = await startServer((_req, res) => {
+      res.writeHead(429, { 'content-type': 'application/json' });
+      res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
+    });
+    closers.push(upstream);
+    const { fallback, metrics } = await setup(upstream, 'alone', [], 1);
+    assert.equal(await fallback.blob(upstream.host, 'team/app', digest, false), undefined);
+    const counted = (await metrics.upstreamRequests.get()).values.find((v) => v.labels.code === '429');
+    assert.equal(counted?.value, 1);
+  });
+});

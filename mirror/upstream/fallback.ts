@@ -1,0 +1,252 @@
+/**
+ * Content that neither this node nor its peers hold, from the upstream
+ * registry, with one download per blob for the whole cluster.
+ *
+ * Each blob has one downloader: the node that rendezvous hashing over the live
+ * peers (this node included) picks for its digest. The downloader fetches it
+ * into its spool, where every local request and every peer that asks reads it
+ * as it arrives. Any other node asks the downloader's mirror for it (with
+ * UPSTREAM_FETCH_HEADER) and spools what it receives, so its own clients share
+ * that one stream too. When the downloader cannot be reached, refuses, or
+ * dies mid-blob, the node goes to upstream itself from the byte it has: a pull
+ * is never slower, or failing, where containerd alone would have succeeded.
+ * Nodes that disagree about who is live (a peer joining or leaving) can both
+ * download a blob once; that costs bytes, never correctness.
+ */
+import type { Digest } from '../../shared/digest.ts';
+import type { UpstreamClient } from '../../shared/distribution/client.ts';
+import type { UpstreamBlob, OpenBlobOptions } from '../../shared/distribution/blob.ts';
+import type { RegistryCredentialLookup } from '../../shared/distribution/docker-config.ts';
+import { UpstreamError, type ManifestDescriptor, type RegistryCredentials } from '../../shared/distribution/types.ts';
+import type { Logger } from '../../shared/log.ts';
+import { PeerClient, contentLength, type PeerResponse } from '../../shared/peers/peer-client.ts';
+import { rendezvousPick } from '../../shared/p2p/rendezvous.ts';
+import type { LivePeers, Provider } from '../../shared/p2p/router.ts';
+import { ContentMismatchError } from '../../shared/verify.ts';
+import type { MirrorMetrics } from '../metrics.ts';
+import type { BlobSource, SpoolEntry } from '../spool/entry.ts';
+import type { Spool } from '../spool/spool.ts';
+import { upstreamSource } from '../spool/upstream-source.ts';
+
+/** Beside Shoal-Peer-Request: "download it from upstream for me if you do not have it". */
+export const UPSTREAM_FETCH_HEADER = 'Shoal-Upstream-Fetch';
+
+export interface UpstreamFallbackInit {
+  client: Pick<UpstreamClient, 'resolve' | 'getManifest' | 'openBlob'>;
+  spool: Spool;
+  /** The node's own pull credentials (`--registry-credentials-file`). Default: anonymous. */
+  credentials?: RegistryCredentialLookup;
+  /** This node's peer id: a candidate downloader beside the live peers. */
+  selfId: string;
+  peers: LivePeers;
+  /** Port of every peer's mirror. */
+  peerRegistryPort: number;
+  /** Longest silence from upstream before a blob request is cut and resumed (`--upstream-idle-timeout`). */
+  upstreamIdleTimeoutMs: number;
+  /** Longest silence from the downloading node, on top of its own wait for upstream (`--peer-idle-timeout`). */
+  peerIdleTimeoutMs: number;
+  logger: Logger;
+  metrics: MirrorMetrics;
+}
+
+export interface UpstreamManifest {
+  readonly bytes: Buffer;
+  readonly mediaType: string;
+}
+
+/** A download being started: `forwarded` once it is a request to another node, the blob's downloader. */
+interface Starting {
+  promise: Promise<SpoolEntry | undefined>;
+  forwarded: boolean;
+}
+
+export class UpstreamFallback {
+  readonly #init: UpstreamFallbackInit;
+  readonly #owners: PeerClient;
+  readonly #closing = new AbortController();
+  /**
+   * The start of each download until it is in the spool: one per digest however
+   * many ask at once. A request from a node that takes this one for the
+   * downloader joins it unless it is a request to another node: two nodes that
+   * disagree about the downloader must not wait on each other.
+   */
+  readonly #starting = new Map<string, Starting>();
+
+  constructor(init: UpstreamFallbackInit) {
+    this.#init = init;
+    this.#owners = new PeerClient({ port: init.peerRegistryPort, idleTimeoutMs: init.upstreamIdleTimeoutMs + init.peerIdleTimeoutMs });
+  }
+
+  /** The digest's download in this node's spool, in progress or complete. */
+  spooled(digest: Digest): SpoolEntry | undefined {
+    const entry = this.#init.spool.get(digest);
+    return entry?.state === 'failed' ? undefined : entry;
+  }
+
+  /** What a tag names upstream now (HEAD, else GET), or undefined when upstream will not say. */
+  async resolveTag(registry: string, repository: string, tag: string, signal: AbortSignal): Promise<ManifestDescriptor | undefined> {
+    try {
+      const descriptor = await this.#init.client.resolve({ registry, repository, tag, digest: undefined, original: `${registry}/${repository}:${tag}` }, this.#credentials(registry), signal);
+      this.#init.metrics.upstreamRequests.inc({ registry, code: '200' });
+      return descriptor;
+    } catch (err) {
+      this.#failed(registry, err, { repository, tag });
+      return undefined;
+    }
+  }
+
+  /** A manifest by digest, checked whole, or undefined. */
+  async fetchManifest(registry: string, repository: string, digest: Digest, signal: AbortSignal): Promise<UpstreamManifest | undefined> {
+    try {
+      const { bytes, descriptor } = await this.#init.client.getManifest(registry, repository, digest, this.#credentials(registry), signal);
+      this.#init.metrics.upstreamRequests.inc({ registry, code: '200' });
+      this.#init.metrics.upstreamBytes.inc({ registry }, bytes.length);
+      return { bytes, mediaType: descriptor.mediaType };
+    } catch (err) {
+      this.#failed(registry, err, { repository, digest: digest.text });
+      return undefined;
+    }
+  }
+
+  /**
+   * The blob's download in this node's spool, started if need be; undefined
+   * when neither the downloader nor upstream will send it (or the spool is
+   * full). `asked`: another node sent the request to this one as the blob's
+   * downloader, so this node downloads it itself whoever it thinks owns it.
+   */
+  blob(registry: string, repository: string, digest: Digest, asked: boolean): Promise<SpoolEntry | undefined> {
+    const existing = this.spooled(digest);
+    if (existing !== undefined) return Promise.resolve(existing);
+    const own = this.#starting.get(digest.text);
+    const forPeer = this.#starting.get(`${digest.text} asked`);
+    if (own !== undefined && !(asked && own.forwarded)) return own.promise;
+    // Started for a peer: straight from upstream, so always safe to join.
+    if (forPeer !== undefined) return forPeer.promise;
+    const key = asked ? `${digest.text} asked` : digest.text;
+    const starting: Starting = { forwarded: false, promise: Promise.resolve(undefined) };
+    starting.promise = this.#start(registry, repository, digest, asked, starting).finally(() => this.#starting.delete(key));
+    this.#starting.set(key, starting);
+    return starting.promise;
+  }
+
+  /** Cuts the requests to downloaders. The spool is closed by its owner. */
+  close(): void {
+    this.#closing.abort();
+    this.#owners.close();
+  }
+
+  async #start(registry: string, repository: string, digest: Digest, asked: boolean, starting: Starting): Promise<SpoolEntry | undefined> {
+    const { spool, logger } = this.#init;
+    const owner = asked ? undefined : await this.#owner(digest);
+    if (owner !== undefined) {
+      starting.forwarded = true;
+      const res = await this.#askOwner(owner, registry, repository, digest);
+      if (res !== undefined) {
+        const size = contentLength(res.headers)!;
+        // Started meanwhile by a node that takes this one for the downloader: one stream is enough.
+        const started = this.spooled(digest);
+        const entry = started ?? spool.download(digest, size, this.#fromOwner(res, size, registry, repository, digest));
+        if (started !== undefined || entry === undefined) res.discard();
+        return entry;
+      }
+    }
+    let opened: UpstreamBlob;
+    try {
+      opened = await this.#openBlob(registry, repository, digest, { signal: this.#closing.signal, idleTimeoutMs: this.#init.upstreamIdleTimeoutMs });
+    } catch (err) {
+      this.#failed(registry, err, { repository, digest: digest.text });
+      return undefined;
+    }
+    const started = this.spooled(digest);
+    if (started !== undefined) {
+      opened.close();
+      return started;
+    }
+    logger.debug('downloading a blob from upstream', { registry, repository, digest: digest.text, size: opened.size, asked });
+    const source = upstreamSource({
+      client: { openBlob: (r, repo, d, _credentials, options) => this.#openBlob(r, repo, d, options) },
+      registry,
+      repository,
+      digest,
+      credentials: [],
+      opened,
+      idleTimeoutMs: this.#init.upstreamIdleTimeoutMs,
+    });
+    const entry = spool.download(digest, opened.size, this.#counted(source, registry));
+    if (entry === undefined) {
+      opened.close();
+      logger.warn('spool full: not downloading from upstream; the client goes upstream itself', { digest: digest.text, size: opened.size, maxBytes: spool.maxBytes });
+    }
+    return entry;
+  }
+
+  /** The live peer that downloads `digest` for the cluster; undefined: this node. */
+  async #owner(digest: Digest): Promise<Provider | undefined> {
+    const self: Provider = { peerId: this.#init.selfId, host: '' };
+    const peers = await this.#init.peers.livePeers().catch(() => []);
+    const owner = rendezvousPick([self, ...peers], digest.text);
+    return owner === undefined || owner.peerId === self.peerId ? undefined : owner;
+  }
+
+  /** The downloader's answer with the blob's size, or undefined (it failed or refused: go upstream). */
+  async #askOwner(owner: Provider, registry: string, repository: string, digest: Digest): Promise<PeerResponse | undefined> {
+    const path = `/v2/${repository}/blobs/${digest.text}?ns=${encodeURIComponent(registry)}`;
+    try {
+      const res = await this.#owners.request(owner, { method: 'GET', path, headers: { [UPSTREAM_FETCH_HEADER]: '1' }, signal: this.#closing.signal });
+      if (res.status === 200 && contentLength(res.headers) !== undefined) return res;
+      res.discard();
+      this.#init.logger.debug('the downloading node did not send the blob; going upstream', { owner: owner.peerId, host: owner.host, digest: digest.text, status: res.status });
+    } catch (err) {
+      this.#init.logger.debug('the downloading node is unreachable; going upstream', { owner: owner.peerId, host: owner.host, digest: digest.text, error: err as Error });
+    }
+    return undefined;
+  }
+
+  /** A spool source that reads the downloader's answer, then resumes from upstream if the downloader fails mid-way. */
+  #fromOwner(first: PeerResponse, size: number, registry: string, repository: string, digest: Digest): BlobSource {
+    let pending: PeerResponse | undefined = first;
+    return async (offset, signal) => {
+      const res = pending;
+      pending = undefined;
+      if (res !== undefined && offset === 0) return res.body;
+      res?.discard();
+      this.#init.logger.info('the downloading node failed mid-blob; resuming from upstream', { digest: digest.text, offset, size });
+      const blob = await this.#openBlob(registry, repository, digest, { offset, signal, idleTimeoutMs: this.#init.upstreamIdleTimeoutMs });
+      if (blob.size !== size) {
+        blob.close();
+        throw new ContentMismatchError(`${digest.text}: the downloading node said ${size} bytes, ${registry} says ${blob.size}`);
+      }
+      return this.#countedBody(blob.body, registry);
+    };
+  }
+
+  async #openBlob(registry: string, repository: string, digest: Digest, options: OpenBlobOptions): Promise<UpstreamBlob> {
+    const blob = await this.#init.client.openBlob(registry, repository, digest, this.#credentials(registry), options);
+    this.#init.metrics.upstreamRequests.inc({ registry, code: (options.offset ?? 0) > 0 ? '206' : '200' });
+    return blob;
+  }
+
+  #counted(source: BlobSource, registry: string): BlobSource {
+    return async (offset, signal) => this.#countedBody(await source(offset, signal), registry);
+  }
+
+  async *#countedBody(body: AsyncIterable<Uint8Array>, registry: string): AsyncGenerator<Uint8Array> {
+    for await (const chunk of body) {
+      this.#init.metrics.upstreamBytes.inc({ registry }, chunk.length);
+      yield chunk;
+    }
+  }
+
+  #credentials(registry: string): readonly RegistryCredentials[] {
+    return this.#init.credentials?.credentialsFor(registry) ?? [];
+  }
+
+  #failed(registry: string, err: unknown, fields: Record<string, unknown>): void {
+    if (this.#closing.signal.aborted) return;
+    const code = err instanceof UpstreamError ? String(err.status ?? err.failure) : 'error';
+    this.#init.metrics.upstreamRequests.inc({ registry, code });
+    // A 404 is routine (a digest of another registry); anything else the operator should see.
+    const level = err instanceof UpstreamError && err.failure === 'not-found' ? 'debug' : 'warn';
+    this.#init.logger[level]('upstream did not serve; the client goes upstream itself', { registry, ...fields, code, error: err as Error });
+  }
+}
