@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     const upstreamBytes = () => registry.requests().reduce((s, r) => s + r.bytes, 0);
     let before = upstreamBytes();
     const [, t0] = await timed(() => n0.containerd.pull(image.ref));
-    say(`\n1. ${n0.name} pulls ${image.ref}: its mirror does not have it (404), so containerd goes upstream itself.`);
+    say(`\n1. ${n0.name} pulls ${image.ref}: no node has it, so its mirror answers 404 and containerd goes upstream itself.`);
     say(`   pulled in ${t0}; upstream served ${mib(upstreamBytes() - before)}.`);
 
     say(`\n2. ${n0.name}'s mirror now serves the image from ${n0.name}'s containerd content store:`);

@@ -65,7 +65,7 @@ describe('mirror part 3: upstream through the mirrors, one download per blob', f
     proxy = await startUpstreamProxy();
     cluster = await startCluster({
       nodes: 4,
-      mirrorArgs: ['--peer-idle-timeout', '1s', '--upstream-idle-timeout', '2s'],
+      mirrorArgs: ['--upstream-fallback', '--peer-idle-timeout', '1s', '--upstream-idle-timeout', '2s'],
       upstreamFront: (registry) => {
         proxy.target = registry.url;
         return proxy;
@@ -180,7 +180,7 @@ describe('mirror part 3: a private upstream', function () {
     credsFile = join(runDir, 'registry-credentials.json');
     // Read at start: empty now, the registry's address is known only once it runs.
     writeFileSync(credsFile, JSON.stringify({ auths: {} }));
-    cluster = await startCluster({ nodes: 2, runDir, registry: { htpasswd: user }, mirrorArgs: ['--registry-credentials-file', credsFile] });
+    cluster = await startCluster({ nodes: 2, runDir, registry: { htpasswd: user }, mirrorArgs: ['--upstream-fallback', '--registry-credentials-file', credsFile] });
     await untilMeshed(cluster.nodes.map((n) => n.mirror!), 1);
   });
 
