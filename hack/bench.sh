@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark command (`npm run bench`, README): installs what it needs like
 # hack/test.sh, then runs hack/bench/main.ts on the npm-installed Node 24.
-# Prints a table with each target's PASS/MISS and writes every raw sample to a
+# Part 1 (one node: GET, HEAD, RSS) and part 2 (peer network: DHT lookups,
+# pulls from peers, RSS with thousands of advertised digests); one of them
+# alone with `npm run bench -- --only local|peers` or BENCH_ONLY=local|peers.
+# Prints tables with each target's PASS/MISS and writes every raw sample to a
 # JSON file; exits non-zero only if the bench could not run or a server
 # answered wrong. Tunable through BENCH_* variables (see hack/bench/main.ts).
 set -euo pipefail
@@ -11,17 +14,20 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 echo "==> installing Debian packages (containerd, docker-registry, skopeo, nginx-light)"
 bash hack/install-deps.sh
-if ! command -v curl >/dev/null 2>&1; then
-  # The throughput client; present on most machines, not in install-deps.sh's list.
-  [[ $(id -u) -eq 0 ]] || { echo "bench: curl is missing; install it (apt-get install curl)" >&2; exit 1; }
-  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null
-fi
 
 if [[ ! -d node_modules ]]; then
   echo "==> installing npm dependencies (Node 24 comes with them)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-echo "==> bench"
-exec node_modules/.bin/node hack/bench/main.ts "$@"
+# BENCH_ONLY=local|peers runs one mirror part; =webhook only the webhook's.
+status=0
+if [[ "${BENCH_ONLY:-}" != webhook ]]; then
+  echo "==> bench: mirror"
+  node_modules/.bin/node hack/bench/main.ts "$@" || status=$?
+fi
+if [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY:-}" == webhook ]]; then
+  echo "==> bench: webhook"
+  node_modules/.bin/node hack/bench/webhook/main.ts || status=$?
+fi
+exit "$status"

@@ -2,7 +2,7 @@
  * Shoal's admission webhook: `node webhook/main.ts [flags]`. Parses flags (env
  * fallbacks SHOAL_*), wires the parts into createWebhook, serves until SIGTERM.
  */
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Counter, type Registry } from 'prom-client';
@@ -61,9 +61,10 @@ async function buildParts(options: WebhookOptions, logger: Logger, metricsRegist
   });
   let router: DhtRouter | undefined;
   let peers: PeerSource | undefined;
+  let dataDir: string | undefined;
   if (options.bootstrapPeers.length > 0 || options.bootstrapDns !== '') {
     // A client only looks up: its identity need not outlive the process (and the root filesystem is read-only).
-    const dataDir = await mkdtemp(join(tmpdir(), 'shoal-webhook-'));
+    dataDir = await mkdtemp(join(tmpdir(), 'shoal-webhook-'));
     router = await DhtRouter.create({
       dataDir,
       logger,
@@ -96,6 +97,7 @@ async function buildParts(options: WebhookOptions, logger: Logger, metricsRegist
     async close() {
       peers?.close();
       await router?.close();
+      if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
       await kube?.close();
     },
   };

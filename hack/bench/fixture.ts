@@ -13,15 +13,22 @@ import { startMirror, type Mirror } from '../harness/mirror.ts';
 import { stopAll } from '../harness/procs.ts';
 import { livePidsUnder } from '../harness/runs.ts';
 import { ingestRandomBlob, type IngestedBlob } from './blob.ts';
+import { createMemoryCgroup, type MemoryCgroup } from './cgroup.ts';
 import type { HeadTarget } from './head.ts';
 import { startNginx, type Nginx } from './nginx.ts';
 import { childPids } from './procstat.ts';
+import { GET_SETTINGS, type RuntimeSetting } from './runtime-settings.ts';
 import type { Server } from './throughput.ts';
 
 /** The servers compared, by their names in tables and JSON. */
 export const SERVERS = { nginx: 'nginx (sendfile)', files: 'mirror (files)', grpc: 'mirror (Content.Read)' } as const;
 /** The HEAD series' reference: nginx answering for a static copy of the manifest. */
 export const HEAD_REFERENCE = 'nginx (static file)';
+
+/** A mirror reading files like SERVERS.files, run with a runtime setting. */
+export function settingServer(setting: RuntimeSetting): string {
+  return `${SERVERS.files}, ${setting.name}`;
+}
 
 export interface FixtureInit {
   blobBytes: number;
@@ -41,13 +48,17 @@ export interface Fixture {
   readonly filesMirror: Mirror;
   /** Reads blobs only through containerd's Content.Read. */
   readonly grpcMirror: Mirror;
+  /** Like filesMirror, each with a runtime setting (GET only: their memory beside filesMirror's). */
+  readonly settingMirrors: { setting: RuntimeSetting; mirror: Mirror }[];
   readonly nginx: Nginx;
-  /** GET of the blob: nginx, then the two mirrors. */
+  /** GET of the blob: nginx, the two mirrors, then the mirrors with runtime settings. */
   readonly servers: Server[];
   /** HEAD of the image's manifest: nginx's static copy, then the two mirrors by tag. */
   readonly headTargets: HeadTarget[];
   /** The mirror processes, by server name. */
   readonly mirrorPids: Record<string, number>;
+  /** Their /metrics base URLs, by server name. */
+  readonly mirrorMetrics: Record<string, string>;
   /** Stops everything, nginx and mirrors first; throws if anything stays running or mounted. */
   stop(): Promise<void>;
 }
@@ -67,8 +78,14 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
   let filesMirror: Mirror | undefined;
   let grpcMirror: Mirror | undefined;
   let nginx: Nginx | undefined;
+  const settingMirrors: { setting: RuntimeSetting; mirror: Mirror }[] = [];
+  const cgroups: MemoryCgroup[] = [];
   const stop = async (): Promise<void> => {
-    await stopAll(nginx, grpcMirror, filesMirror);
+    try {
+      await stopAll(nginx, grpcMirror, filesMirror, ...settingMirrors.map((s) => s.mirror));
+    } finally {
+      for (const cg of cgroups) cg.remove();
+    }
     await cluster?.stop();
   };
 
@@ -92,6 +109,18 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
     grpcMirror = await step('mirror reading through Content.Read started', () =>
       startMirror({ ...mirrorInit, dir: join(node.dir, 'mirror-grpc'), contentPath: '' }),
     );
+    for (const [i, setting] of GET_SETTINGS.entries()) {
+      let commandPrefix: string[] | undefined;
+      if (setting.memoryLimitBytes !== undefined) {
+        const cg = createMemoryCgroup(`get-${i}`, setting.memoryLimitBytes);
+        cgroups.push(cg);
+        commandPrefix = cg.commandPrefix;
+      }
+      const mirror = await step(`mirror reading files started, ${setting.name}`, () =>
+        startMirror({ ...mirrorInit, dir: join(node.dir, `mirror-setting-${i}`), env: setting.env, commandPrefix }),
+      );
+      settingMirrors.push({ setting, mirror });
+    }
     const www = join(runDir, 'nginx', 'www');
     mkdirSync(www, { recursive: true });
     // The same inode the mirrors read, so all three servers read the same cached pages.
@@ -104,21 +133,30 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
       if (live.length !== 1) throw new Error(`want one live process under ${dir}, found ${live.length}`);
       return live[0]!.pid;
     };
-    const mirrorPids = { [SERVERS.files]: pidOf(join(node.dir, 'mirror-files')), [SERVERS.grpc]: pidOf(join(node.dir, 'mirror-grpc')) };
+    const mirrorPids: Record<string, number> = { [SERVERS.files]: pidOf(join(node.dir, 'mirror-files')), [SERVERS.grpc]: pidOf(join(node.dir, 'mirror-grpc')) };
+    const mirrorMetrics: Record<string, string> = { [SERVERS.files]: filesMirror.metricsUrl, [SERVERS.grpc]: grpcMirror.metricsUrl };
+    for (const [i, { setting, mirror }] of settingMirrors.entries()) {
+      mirrorPids[settingServer(setting)] = pidOf(join(node.dir, `mirror-setting-${i}`));
+      mirrorMetrics[settingServer(setting)] = mirror.metricsUrl;
+    }
     const containerdPid = pidOf(join(node.dir, 'containerd'));
     const nginxPid = nginx.pid;
     const blobPath = `/v2/bench/blob/blobs/${blob.digest}`;
     const servers: Server[] = [
       { name: SERVERS.nginx, blobUrl: `${nginx.url}/blob`, processes: () => [nginxPid, ...childPids(nginxPid)].map((pid) => ({ label: 'nginx', pid })) },
-      { name: SERVERS.files, blobUrl: filesMirror.url + blobPath, processes: () => [{ label: 'mirror', pid: mirrorPids[SERVERS.files], byThread: true }] },
+      { name: SERVERS.files, blobUrl: filesMirror.url + blobPath, processes: () => [{ label: 'mirror', pid: mirrorPids[SERVERS.files]!, byThread: true }] },
       {
         name: SERVERS.grpc,
         blobUrl: grpcMirror.url + blobPath,
         processes: () => [
-          { label: 'mirror', pid: mirrorPids[SERVERS.grpc], byThread: true },
+          { label: 'mirror', pid: mirrorPids[SERVERS.grpc]!, byThread: true },
           { label: 'containerd', pid: containerdPid },
         ],
       },
+      ...settingMirrors.map(({ setting, mirror }): Server => {
+        const name = settingServer(setting);
+        return { name, blobUrl: mirror.url + blobPath, processes: () => [{ label: 'mirror', pid: mirrorPids[name]!, byThread: true }] };
+      }),
     ];
 
     // As containerd resolves a tag: HEAD with ?ns=<registry host>.
@@ -141,7 +179,7 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
       { name: SERVERS.files, base: filesMirror.url, path: tagPath, check: manifestCheck },
       { name: SERVERS.grpc, base: grpcMirror.url, path: tagPath, check: manifestCheck },
     ];
-    return { runDir, node, blob, image, filesMirror, grpcMirror, nginx, servers, headTargets, mirrorPids, stop };
+    return { runDir, node, blob, image, filesMirror, grpcMirror, settingMirrors, nginx, servers, headTargets, mirrorPids, mirrorMetrics, stop };
   } catch (err) {
     await stop().catch((teardown: unknown) => init.log(`teardown after failed setup: ${String(teardown)}`));
     throw err;

@@ -10,10 +10,10 @@ export interface HeadTarget {
   name: string;
   /** `http://IP:PORT` */
   base: string;
-  /** Path and query, sent as is. */
-  path: string;
-  /** What is wrong with a response, or undefined when it is right. */
-  check(res: IncomingMessage): string | undefined;
+  /** Path and query, sent as is; or one per request, by its number for this target (from 0, warm-up first). */
+  path: string | ((n: number) => string);
+  /** What is wrong with a response to `path`, or undefined when it is right. */
+  check(res: IncomingMessage, path: string): string | undefined;
 }
 
 export interface HeadSeries {
@@ -43,11 +43,17 @@ const REQUEST_TIMEOUT_MS = 10_000;
 export async function measureHeads(init: HeadInit): Promise<HeadSeries[]> {
   const agents = init.targets.map(() => new Agent({ keepAlive: true, maxSockets: 1 }));
   const series: HeadSeries[] = init.targets.map((t) => ({ name: t.name, samplesMs: [], reusedConnections: 0, problems: {} }));
+  const sent = init.targets.map(() => 0);
+  const pathOf = (i: number): string => {
+    const target = init.targets[i]!;
+    return typeof target.path === 'string' ? target.path : target.path(sent[i]!++);
+  };
   try {
     for (const [i, target] of init.targets.entries()) {
       for (let n = 0; n < init.warmup; n++) {
-        const r = await head(target, agents[i]!);
-        if (r.problem !== undefined) throw new Error(`HEAD ${target.base}${target.path}: ${r.problem}`);
+        const path = pathOf(i);
+        const r = await head(target, path, agents[i]!);
+        if (r.problem !== undefined) throw new Error(`HEAD ${target.base}${path}: ${r.problem}`);
       }
     }
     for (let done = 0; done < init.count; done += init.batch) {
@@ -55,7 +61,7 @@ export async function measureHeads(init: HeadInit): Promise<HeadSeries[]> {
       for (const [i, target] of init.targets.entries()) {
         const s = series[i]!;
         for (let n = 0; n < Math.min(init.batch, init.count - done); n++) {
-          const r = await head(target, agents[i]!);
+          const r = await head(target, pathOf(i), agents[i]!);
           s.samplesMs.push(r.ms);
           if (r.reused) s.reusedConnections++;
           if (r.problem !== undefined) s.problems[r.problem] = (s.problems[r.problem] ?? 0) + 1;
@@ -68,11 +74,11 @@ export async function measureHeads(init: HeadInit): Promise<HeadSeries[]> {
   return series;
 }
 
-function head(target: HeadTarget, agent: Agent): Promise<{ ms: number; reused: boolean; problem: string | undefined }> {
+function head(target: HeadTarget, path: string, agent: Agent): Promise<{ ms: number; reused: boolean; problem: string | undefined }> {
   return new Promise((resolve) => {
     const started = process.hrtime.bigint();
-    const req = request(target.base, { method: 'HEAD', path: target.path, agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
-      const problem = target.check(res);
+    const req = request(target.base, { method: 'HEAD', path, agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
+      const problem = target.check(res, path);
       res.resume();
       res.once('end', () => resolve({ ms: Number(process.hrtime.bigint() - started) / 1e6, reused: req.reusedSocket, problem }));
       res.once('error', (err) => resolve({ ms: Number(process.hrtime.bigint() - started) / 1e6, reused: req.reusedSocket, problem: `response failed: ${err.message}` }));

@@ -69,8 +69,12 @@ export function childPids(pid: number): number[] {
   return out;
 }
 
-/** A `kB` field of /proc/PID/status (VmHWM, VmRSS) in bytes, or undefined when the process is gone. */
-export function statusBytes(pid: number, field: 'VmHWM' | 'VmRSS'): number | undefined {
+/**
+ * A `kB` field of /proc/PID/status in bytes, or undefined when the process is gone.
+ * VmHWM: peak resident; VmRSS = RssAnon (heap, stacks: the process's own memory)
+ * + RssFile (mapped files: the node binary's pages, shared and reclaimable) + RssShmem.
+ */
+export function statusBytes(pid: number, field: 'VmHWM' | 'VmRSS' | 'RssAnon' | 'RssFile'): number | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
