@@ -10,26 +10,14 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBadPeer, type BadPeer } from '../harness/bad-peer.ts';
 import { startCluster, type Cluster, type ClusterNode } from '../harness/cluster.ts';
+import { assertHolds, pulledBlobs } from '../harness/pulled.ts';
 import { readMetric } from '../harness/http.ts';
-import { buildAndPush, hostPlatform, type Blob, type PushedImage } from '../harness/images.ts';
+import { buildAndPush, type PushedImage } from '../harness/images.ts';
 import type { Mirror } from '../harness/mirror.ts';
 import { waitUntil } from '../harness/procs.ts';
 
 const MiB = 1 << 20;
 
-/** The blobs a default (host-platform) pull fetches. */
-function pulledBlobs(image: PushedImage): Blob[] {
-  const host = hostPlatform();
-  const manifest = image.manifests.find((m) => m.platform.architecture === host.architecture) ?? image.manifests[0]!;
-  const top = image.manifests.length > 1 ? [{ digest: image.digest, size: image.size, mediaType: image.mediaType }] : [];
-  return [...top, manifest, manifest.config, ...manifest.layers];
-}
-
-async function assertHolds(node: ClusterNode, image: PushedImage): Promise<void> {
-  for (const blob of pulledBlobs(image)) {
-    assert.deepEqual(await node.containerd.ctrBytes(['content', 'get', blob.digest]), image.bytes(blob.digest), `${node.name} ${blob.digest}`);
-  }
-}
 
 async function status(url: string, method = 'HEAD'): Promise<number> {
   const res = await fetch(url, { method });

@@ -9,8 +9,9 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCluster, type Cluster, type ClusterNode } from '../harness/cluster.ts';
+import { assertHolds, pulledBlobs } from '../harness/pulled.ts';
 import { readMetric } from '../harness/http.ts';
-import { buildAndPush, hostPlatform, type Blob, type PushedImage } from '../harness/images.ts';
+import { buildAndPush, type PushedImage } from '../harness/images.ts';
 import type { Mirror } from '../harness/mirror.ts';
 import { waitUntil } from '../harness/procs.ts';
 import type { Registry } from '../harness/registry.ts';
@@ -19,22 +20,9 @@ import { startUpstreamProxy, type UpstreamProxy } from '../harness/upstream-prox
 
 const MiB = 1 << 20;
 
-/** The blobs a default (host-platform) pull fetches. */
-function pulledBlobs(image: PushedImage): Blob[] {
-  const host = hostPlatform();
-  const manifest = image.manifests.find((m) => m.platform.architecture === host.architecture) ?? image.manifests[0]!;
-  const top = image.manifests.length > 1 ? [{ digest: image.digest, size: image.size, mediaType: image.mediaType }] : [];
-  return [...top, manifest, manifest.config, ...manifest.layers];
-}
 
 function blobGets(registry: Registry, digest: string) {
   return registry.requests().filter((r) => r.method === 'GET' && r.path.split('?')[0]!.endsWith(`/blobs/${digest}`));
-}
-
-async function assertHolds(node: ClusterNode, image: PushedImage): Promise<void> {
-  for (const blob of pulledBlobs(image)) {
-    assert.ok((await node.containerd.ctrBytes(['content', 'get', blob.digest])).equals(image.bytes(blob.digest)), `${node.name} ${blob.digest}`);
-  }
 }
 
 const sum = async (mirrors: Mirror[], name: string, labels: Record<string, string> = {}) =>
