@@ -90,15 +90,10 @@ export class Exchanger {
       } finally {
         clearTimeout(timer);
       }
-      if (isRetryableStatus(res.status)) {
-        throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${res.status} ${res.statusText}`.trimEnd(), res.status);
-      }
+      rejectRetryableStatus(req, res);
       return await use(res);
     } catch (err) {
-      if (signal.aborted) throw signal.reason;
-      if (err instanceof UpstreamError) throw err;
-      if (late.signal.aborted) throw new UpstreamError('unavailable', req.registry, `${describe(req)}: no answer within ${answerTimeoutMs} ms`);
-      throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${describeNetworkError(err)}`);
+      throw attemptFailure(err, req, signal, late.signal.aborted ? `no answer within ${answerTimeoutMs} ms` : undefined);
     } finally {
       // A body `use` began to read is no longer ours; discard() leaves a used body alone.
       if (res !== undefined) await discard(res);
@@ -111,15 +106,10 @@ export class Exchanger {
     let res: Response | undefined;
     try {
       res = await send(this.#fetch, req, AbortSignal.any([signal, timeout]));
-      if (isRetryableStatus(res.status)) {
-        throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${res.status} ${res.statusText}`.trimEnd(), res.status);
-      }
+      rejectRetryableStatus(req, res);
       return await use(res);
     } catch (err) {
-      if (signal.aborted) throw signal.reason;
-      if (err instanceof UpstreamError) throw err;
-      if (timeout.aborted) throw new UpstreamError('unavailable', req.registry, `${describe(req)}: no complete answer within ${this.#timeoutMs} ms`);
-      throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${describeNetworkError(err)}`);
+      throw attemptFailure(err, req, signal, timeout.aborted ? `no complete answer within ${this.#timeoutMs} ms` : undefined);
     } finally {
       if (res !== undefined) await discard(res);
     }
@@ -127,6 +117,25 @@ export class Exchanger {
 }
 
 /** `GET registry-1.docker.io/v2/library/nginx/manifests/1.27`: no query (token requests carry scopes there). */
+/** A status worth another attempt, thrown as the error the retry policy retries. */
+function rejectRetryableStatus(req: HttpRequest, res: Response): void {
+  if (isRetryableStatus(res.status)) {
+    throw new UpstreamError('unavailable', req.registry, `${describe(req)}: ${res.status} ${res.statusText}`.trimEnd(), res.status);
+  }
+}
+
+/**
+ * What a failed attempt throws: the caller's abort reason as it is (the registry
+ * is not to blame), our own errors as they are, else 'unavailable' saying why
+ * (`timedOut`, when the attempt's own time limit cut it).
+ */
+function attemptFailure(err: unknown, req: HttpRequest, signal: AbortSignal, timedOut: string | undefined): unknown {
+  if (signal.aborted) return signal.reason;
+  if (err instanceof UpstreamError) return err;
+  if (timedOut !== undefined) return new UpstreamError('unavailable', req.registry, `${describe(req)}: ${timedOut}`);
+  return new UpstreamError('unavailable', req.registry, `${describe(req)}: ${describeNetworkError(err)}`);
+}
+
 export function describe(req: HttpRequest): string {
   return `${req.method} ${req.url.host}${req.url.pathname}`;
 }
