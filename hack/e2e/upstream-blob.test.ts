@@ -10,20 +10,15 @@ import { join } from 'node:path';
 import { parseDigest } from '../../shared/digest.ts';
 import type { UpstreamBlob } from '../../shared/distribution/blob.ts';
 import { UpstreamClient } from '../../shared/distribution/client.ts';
-import { UpstreamError, type RegistryCredentials, type UpstreamFailure } from '../../shared/distribution/types.ts';
+import { type RegistryCredentials } from '../../shared/distribution/types.ts';
 import { Spool } from '../../mirror/spool/spool.ts';
 import { isResumableUpstreamFailure, upstreamSource } from '../../mirror/spool/upstream-source.ts';
 import { buildAndPush, type Blob, type PushedImage } from '../harness/images.ts';
 import { stopAll } from '../harness/procs.ts';
 import { startRegistry, type Registry } from '../harness/registry.ts';
 import { createRunDir } from '../harness/runs.ts';
+import { failsWith } from '../../shared/distribution/testing.ts';
 
-const failsWith = (failure: UpstreamFailure, status?: number) => (err: unknown) => {
-  assert.ok(err instanceof UpstreamError, `want UpstreamError, got ${String(err)}`);
-  assert.equal(err.failure, failure, err.message);
-  if (status !== undefined) assert.equal(err.status, status, err.message);
-  return true;
-};
 const signal = () => AbortSignal.timeout(30_000);
 const ALICE = { user: 'alice', password: 'alice-e2e-secret' };
 const LAYER_BYTES = 3 * 1024 * 1024;

@@ -17,18 +17,13 @@ import { parseImageRef } from '../../shared/image-ref.ts';
 import { createLogger } from '../../shared/log.ts';
 import { MEDIA_TYPES } from '../../shared/media-types.ts';
 import { UpstreamClient, type UpstreamClientInit } from '../../shared/distribution/client.ts';
-import { UpstreamError, type RegistryCredentials, type UpstreamFailure } from '../../shared/distribution/types.ts';
+import type { RegistryCredentials } from '../../shared/distribution/types.ts';
 import { buildAndPush, buildImage, pushImage, type PushedImage } from '../harness/images.ts';
 import { run, stopAll } from '../harness/procs.ts';
 import { startRegistry, type Registry } from '../harness/registry.ts';
 import { createRunDir } from '../harness/runs.ts';
+import { failsWith } from '../../shared/distribution/testing.ts';
 
-const failsWith = (failure: UpstreamFailure, status?: number) => (err: unknown) => {
-  assert.ok(err instanceof UpstreamError, `want UpstreamError, got ${String(err)}`);
-  assert.equal(err.failure, failure, err.message);
-  if (status !== undefined) assert.equal(err.status, status, err.message);
-  return true;
-};
 const signal = () => AbortSignal.timeout(30_000);
 
 const SERVICE = 'shoal-e2e-registry';

@@ -2,13 +2,10 @@ import assert from 'node:assert/strict';
 import { parseImageRef } from '../image-ref.ts';
 import { parseTokenResponse } from './auth.ts';
 import { UpstreamClient } from './client.ts';
-import { startServer, testManifest, type TestServer } from './testing.ts';
-import { UpstreamError, type UpstreamFailure } from './types.ts';
+import { startServer, testManifest, type TestServer, failsWith } from './testing.ts';
 
 const realm = new URL('https://auth.example/token');
 const parse = (body: unknown) => parseTokenResponse('r.example', realm, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)));
-const failsWith = (failure: UpstreamFailure, status?: number) => (err: unknown) =>
-  err instanceof UpstreamError && err.failure === failure && (status === undefined || err.status === status);
 
 describe('token responses', function () {
   it('reads token or access_token (token first when both come) and expires_in', function () {

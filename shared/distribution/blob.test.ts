@@ -6,17 +6,10 @@ import { digestOf, type Digest } from '../digest.ts';
 import { basicAuthorization } from './auth.ts';
 import type { UpstreamBlob } from './blob.ts';
 import { UpstreamClient, type UpstreamClientInit } from './client.ts';
-import { startServer, startTokenServer, testManifest, type SeenRequest, type TestServer, type TokenServer } from './testing.ts';
-import { UpstreamError, type RegistryCredentials, type UpstreamFailure } from './types.ts';
+import { startServer, startTokenServer, testManifest, type SeenRequest, type TestServer, type TokenServer, failsWith } from './testing.ts';
+import { type RegistryCredentials } from './types.ts';
 
 const signal = () => AbortSignal.timeout(10_000);
-const failsWith = (failure: UpstreamFailure, status?: number, message?: RegExp) => (err: unknown) => {
-  assert.ok(err instanceof UpstreamError, `want UpstreamError, got ${String(err)}`);
-  assert.equal(err.failure, failure, err.message);
-  if (status !== undefined) assert.equal(err.status, status, err.message);
-  if (message !== undefined) assert.match(err.message, message);
-  return true;
-};
 
 async function readAll(blob: UpstreamBlob): Promise<Buffer> {
   const chunks: Uint8Array[] = [];

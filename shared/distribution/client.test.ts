@@ -6,16 +6,10 @@ import { createLogger } from '../log.ts';
 import { MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, MEDIA_TYPES } from '../media-types.ts';
 import { basicAuthorization } from './auth.ts';
 import { UpstreamClient, type UpstreamClientInit } from './client.ts';
-import { captureLines, startFakeRegistry, startServer, startTokenServer, testIndex, testManifest, type FakeRegistry, type TestServer, type TokenServer } from './testing.ts';
-import { UpstreamError, type RegistryCredentials, type UpstreamFailure } from './types.ts';
+import { captureLines, startFakeRegistry, startServer, startTokenServer, testIndex, testManifest, type FakeRegistry, type TestServer, type TokenServer, failsWith } from './testing.ts';
+import type { RegistryCredentials, UpstreamFailure } from './types.ts';
 
 const signal = () => AbortSignal.timeout(10_000);
-const failsWith = (failure: UpstreamFailure, status?: number) => (err: unknown) => {
-  assert.ok(err instanceof UpstreamError, `want UpstreamError, got ${String(err)}`);
-  assert.equal(err.failure, failure, err.message);
-  if (status !== undefined) assert.equal(err.status, status, err.message);
-  return true;
-};
 
 /** A client for plain-http test servers, quick to give up. */
 function clientFor(servers: readonly TestServer[], init: UpstreamClientInit = {}): UpstreamClient {

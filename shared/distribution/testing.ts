@@ -3,12 +3,14 @@
  * protocol: a registry holding manifests (with Bearer or Basic auth, and knobs
  * for the ways registries misbehave) and a Docker token server.
  */
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { digestOf } from '../digest.ts';
 import { MEDIA_TYPES } from '../media-types.ts';
 import { basicAuthorization } from './auth.ts';
+import { UpstreamError, type UpstreamFailure } from './types.ts';
 
 export interface SeenRequest {
   readonly method: string;
@@ -246,4 +248,15 @@ export async function startTokenServer(init: TokenServerInit = {}): Promise<Toke
 export function captureLines(): { lines: string[]; write: (line: string) => void } {
   const lines: string[] = [];
   return { lines, write: (line) => lines.push(line) };
+}
+
+/** An assert.rejects validator: an UpstreamError of this failure (and status, and message, when given). */
+export function failsWith(failure: UpstreamFailure, status?: number, message?: RegExp): (err: unknown) => true {
+  return (err) => {
+    assert.ok(err instanceof UpstreamError, `want UpstreamError, got ${String(err)}`);
+    assert.equal(err.failure, failure, err.message);
+    if (status !== undefined) assert.equal(err.status, status, err.message);
+    if (message !== undefined) assert.match(err.message, message);
+    return true;
+  };
 }
