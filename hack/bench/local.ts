@@ -34,13 +34,16 @@ export interface LocalRun {
   teardownError?: string;
 }
 
-export interface LocalInit {
-  config: LocalConfig;
+/** What each part of the bench is run with; `C` is the part's own config. */
+export interface PartInit<C> {
+  config: C;
   clockHz: number;
   signal: AbortSignal;
   keepRunDir: boolean;
   log: (line: string) => void;
 }
+
+export type LocalInit = PartInit<LocalConfig>;
 
 export async function runLocal(init: LocalInit): Promise<LocalRun> {
   const { config, signal, log } = init;

@@ -20,6 +20,7 @@ import { readMemory, type MemorySnapshot } from './memory.ts';
 import { startPeersFixture, type PeersFixture } from './peers-fixture.ts';
 import { measurePulls, type PullRound } from './pulls.ts';
 import { AS_SHIPPED, RECOMMENDED } from './runtime-settings.ts';
+import type { PartInit } from './local.ts';
 
 export interface PeersConfig {
   /** Tiny layers the holder advertises. */
@@ -77,13 +78,7 @@ export interface PeersRun {
   teardownError?: string;
 }
 
-export interface PeersInit {
-  config: PeersConfig;
-  clockHz: number;
-  signal: AbortSignal;
-  keepRunDir: boolean;
-  log: (line: string) => void;
-}
+export type PeersInit = PartInit<PeersConfig>;
 
 export async function runPeers(init: PeersInit): Promise<PeersRun> {
   const { config, signal, log } = init;
