@@ -27,6 +27,7 @@ import { ping, type Ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr } from '@multiformats/multiaddr';
+import type { Datastore } from 'interface-datastore';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { Gauge, type Registry } from 'prom-client';
 import type { ListenAddress } from '../listen-address.ts';
@@ -35,6 +36,7 @@ import { ipPortOf, pickHost, reachableAddresses, reachablePeerInfo } from './add
 import { Bootstrapper, parseBootstrapPeer, systemResolver, type DnsResolver } from './bootstrap.ts';
 import { keyToCid } from './cid.ts';
 import { loadOrCreatePeerKey } from './identity.ts';
+import { IndexedDatastore } from './indexed-datastore.ts';
 import { pnetKeyBytes, type NetworkKey } from './network-key.ts';
 import { ProvideQueue } from './provide-queue.ts';
 import type { LivePeers, LookupOptions, Provider, Router } from './router.ts';
@@ -69,6 +71,11 @@ export interface DhtRouterInit {
   readonly provideConcurrency?: number;
   /** A provide still running after this long is aborted (and retried on the next tick). Default 30 s. */
   readonly provideTimeoutMs?: number;
+  /**
+   * Where libp2p keeps the peer store and kad-dht its provider records. Default a new
+   * IndexedDatastore (in memory; libp2p's own default scans every record on each provider lookup).
+   */
+  readonly datastore?: Datastore;
   /** Registers gauges `shoal_peers` (routing table size), `shoal_live_peers`, `shoal_advertised_keys` and `shoal_dht_provide_queue` here. Default none. */
   readonly metrics?: Registry;
 }
@@ -138,6 +145,8 @@ export class DhtRouter implements Router, LivePeers {
 
     const node = await createLibp2p({
       privateKey,
+      // kad-dht takes it from libp2p's components: provider records and their lookups go through it.
+      datastore: init.datastore ?? new IndexedDatastore(),
       addresses: {
         listen: listen === undefined ? [] : [listenMultiaddr(listen)],
         announceFilter: reachableAddresses,

@@ -1,0 +1,108 @@
+/**
+ * The in-memory datastore libp2p and kad-dht keep their records in, with
+ * prefix queries that cost the keys that match rather than every key held.
+ *
+ * libp2p's default, datastore-core's MemoryDatastore, answers
+ * `query({ prefix })` by walking all its keys and filtering. kad-dht finds
+ * the providers of a CID with exactly such a query (`/dht/provider/<cid>`),
+ * for our own lookups and for every GET_PROVIDERS a peer sends, so a node
+ * holding many provider records answered ever slower (a local hit took
+ * 0.8 ms at 510 records, 4 ms at 5010). This store keeps its keys sorted
+ * beside the map of values, and walks only the run of keys that start with
+ * the prefix.
+ *
+ * Otherwise it behaves as MemoryDatastore does: a prefix matches as plain
+ * `startsWith` on the key's string (`/a/b` matches `/a/bc` too); filters,
+ * orders, offset, limit, batches and the *Many methods are BaseDatastore's;
+ * an aborted signal throws before each operation and between query results.
+ * One difference: with no `orders`, results come in key order, where
+ * MemoryDatastore gives insertion order (the contract promises neither).
+ */
+import type { AbortOptions } from '@libp2p/interface';
+import { BaseDatastore } from 'datastore-core';
+import { Key, type KeyQuery, type Pair, type Query } from 'interface-datastore';
+import { NotFoundError } from 'interface-store';
+import { SortedKeys } from './sorted-keys.ts';
+
+/**
+ * Keys read from the index at a time while a query is walked: writes made
+ * between results (kad-dht deletes expired records in the middle of its
+ * sweep) then neither break the walk nor go unseen beyond the current batch.
+ */
+const QUERY_BATCH = 256;
+
+export class IndexedDatastore extends BaseDatastore {
+  readonly #values = new Map<string, Uint8Array>();
+  readonly #keys: SortedKeys;
+
+  /** chunkSize: the sorted index's chunk size (tests make it small). Default SortedKeys'. */
+  constructor(init: { chunkSize?: number } = {}) {
+    super();
+    this.#keys = new SortedKeys(init.chunkSize);
+  }
+
+  /** Keys held. */
+  get size(): number {
+    return this.#values.size;
+  }
+
+  override put(key: Key, value: Uint8Array, options?: AbortOptions): Key {
+    options?.signal?.throwIfAborted();
+    const k = key.toString();
+    if (!this.#values.has(k)) this.#keys.add(k);
+    this.#values.set(k, value);
+    return key;
+  }
+
+  override get(key: Key, options?: AbortOptions): Uint8Array {
+    options?.signal?.throwIfAborted();
+    const value = this.#values.get(key.toString());
+    if (value === undefined) throw new NotFoundError();
+    return value;
+  }
+
+  override has(key: Key, options?: AbortOptions): boolean {
+    options?.signal?.throwIfAborted();
+    return this.#values.has(key.toString());
+  }
+
+  override delete(key: Key, options?: AbortOptions): void {
+    options?.signal?.throwIfAborted();
+    const k = key.toString();
+    if (this.#values.delete(k)) this.#keys.delete(k);
+  }
+
+  // BaseDatastore's query() and queryKeys() call these with the query, then
+  // filter by prefix (again), filters, orders, offset and limit.
+
+  override *_all(q: Query, options?: AbortOptions): Generator<Pair> {
+    options?.signal?.throwIfAborted();
+    for (const k of this.#walk(q.prefix ?? '')) {
+      const value = this.#values.get(k);
+      // Deleted since its batch was read.
+      if (value === undefined) continue;
+      yield { key: new Key(k), value };
+      options?.signal?.throwIfAborted();
+    }
+  }
+
+  override *_allKeys(q: KeyQuery, options?: AbortOptions): Generator<Key> {
+    options?.signal?.throwIfAborted();
+    for (const k of this.#walk(q.prefix ?? '')) {
+      if (!this.#values.has(k)) continue;
+      yield new Key(k);
+      options?.signal?.throwIfAborted();
+    }
+  }
+
+  /** The keys starting with prefix, in order, a batch at a time. */
+  *#walk(prefix: string): Generator<string> {
+    let after: string | undefined;
+    for (;;) {
+      const batch = this.#keys.startingWith(prefix, QUERY_BATCH, after);
+      yield* batch;
+      if (batch.length < QUERY_BATCH) return;
+      after = batch.at(-1);
+    }
+  }
+}
