@@ -2,23 +2,26 @@
  * One blob being downloaded into the spool, and read while it downloads.
  *
  * The download appends the source's bytes to the entry's file and hashes them
- * as they come; when the source fails mid-way it is asked again from the byte
- * it stopped at. Readers read what is on disk and wait for the next append
- * (an event, never a poll). A reader never gets the last byte it wants until
- * the whole blob has matched its size and digest: a client cannot end up with
- * a complete body that is wrong. When the download fails, every reader fails
- * with its error (a ContentMismatchError when the bytes were wrong).
+ * as they come, coalescing the writes (see coalescing-writer.ts); when the
+ * source fails mid-way it is asked again from the byte it stopped at. Readers
+ * read what is on disk and wait for the next write (an event, never a poll).
+ * A reader never gets the last byte it wants until the whole blob has matched
+ * its size and digest: a client cannot end up with a complete body that is
+ * wrong. When the download fails, every reader fails with its error (a
+ * ContentMismatchError when the bytes were wrong).
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { newHasher, type Digest } from '../../shared/digest.ts';
 import type { Logger } from '../../shared/log.ts';
 import { ContentMismatchError, type Slice } from '../../shared/verify.ts';
+import { CoalescingWriter } from './coalescing-writer.ts';
+import { resumable } from './resumable.ts';
 
 /**
  * Where a download's bytes come from: the blob's bytes `offset` to the end.
  * Asked once with offset 0, then again from where it stopped after each
  * failure, up to the spool's resume limit. The signal fires when the spool
- * closes.
+ * closes. A chunk is kept until it is written: the source must not reuse it.
  */
 export type BlobSource = (offset: number, signal: AbortSignal) => Promise<AsyncIterable<Uint8Array>>;
 
@@ -217,37 +220,44 @@ export class SpoolEntry {
     const signal = this.#abort.signal;
     const hasher = newHasher(digest);
     let file: FileHandle | undefined;
+    let writer: CoalescingWriter | undefined;
     observer.started?.(digest, size);
     try {
       // `wx`: a file left by anything else is an error, never appended to.
       file = await open(path, 'wx');
-      // Bounded: each pass completes the download (break) or fails, and failures throw once maxResumes are spent.
-      for (let resumes = 0; ; resumes++) {
-        const offset = this.#written;
-        try {
-          signal.throwIfAborted();
-          for await (const chunk of await this.#init.source(offset, signal)) {
-            if (this.#written + chunk.length > size) throw new ContentMismatchError(`${digest.text}: more than the expected ${size} bytes`);
-            hasher.update(chunk);
-            await writeAll(file, chunk, this.#written);
-            this.#written += chunk.length;
-            this.#notify();
-            signal.throwIfAborted();
-          }
-          if (this.#written === size) break;
-          throw new Error(`source ended at byte ${this.#written} of ${size}`);
-        } catch (err) {
-          if (err instanceof ContentMismatchError || signal.aborted || resumes >= maxResumes || !isResumable(err)) throw err;
-          observer.resumed?.(digest, this.#written, err);
-          logger.debug('spool download failed mid-way; resuming', { digest: digest.text, offset: this.#written, size, resume: resumes + 1, error: err as Error });
-        }
+      const fileWriter = new CoalescingWriter(file, (bytes) => {
+        this.#written = bytes;
+        this.#notify();
+      });
+      writer = fileWriter;
+      const chunks = resumable({
+        digest,
+        source: this.#init.source,
+        size,
+        maxResumes,
+        isResumable,
+        signal,
+        // All that was hashed goes to disk before the source is asked again: a failed
+        // write (which asking again would not mend) throws here and fails the download.
+        onResume: async (offset, err) => {
+          await fileWriter.flush();
+          observer.resumed?.(digest, offset, err);
+          logger.debug('spool download failed mid-way; resuming', { digest: digest.text, offset, size, error: err as Error });
+        },
+      });
+      for await (const chunk of chunks) {
+        hasher.update(chunk);
+        await fileWriter.write(chunk);
       }
+      // Once complete, readers take every byte up to the size from the file.
+      await fileWriter.flush();
       const actual = hasher.digest('hex');
       if (actual !== digest.hex) throw new ContentMismatchError(`${digest.text}: content hashes to ${digest.algorithm}:${actual}`);
       await file.close();
       file = undefined;
       this.#state = 'complete';
     } catch (err) {
+      await writer?.discard();
       await file?.close().catch(() => {});
       this.#state = 'failed';
       this.#error = err instanceof Error ? err : new Error(String(err));
@@ -288,13 +298,5 @@ export class SpoolEntry {
     this.#retired = true;
     clearTimeout(this.#linger);
     this.#init.retire(this);
-  }
-}
-
-async function writeAll(file: FileHandle, chunk: Uint8Array, position: number): Promise<void> {
-  // A write may take less than asked for; each pass takes at least a byte or throws.
-  for (let done = 0; done < chunk.length; ) {
-    const { bytesWritten } = await file.write(chunk, done, chunk.length - done, position + done);
-    done += bytesWritten;
   }
 }

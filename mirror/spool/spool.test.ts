@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,9 +13,10 @@ import { Spool, type SpoolInit } from './spool.ts';
 const PIECE = 16 * 1024;
 
 /**
- * A source over `bytes`, in PIECE-sized chunks. Records the offset of every
- * call; `failAt` makes a call fail (or end early) once it has sent up to that
- * byte; `gate` is awaited before every chunk, so a test can hold the download.
+ * A source over `bytes`, in `piece`-sized chunks (default PIECE). Records the
+ * offset of every call; `failAt` makes a call fail (or end early) once it has
+ * sent up to that byte; `gate` is awaited before every chunk, so a test can
+ * hold the download.
  */
 class TestSource {
   readonly offsets: number[] = [];
@@ -25,9 +26,11 @@ class TestSource {
   endQuietly = false;
   gate: (position: number) => Promise<void> = () => Promise.resolve();
   readonly #bytes: Buffer;
+  readonly #piece: number;
 
-  constructor(bytes: Buffer) {
+  constructor(bytes: Buffer, piece = PIECE) {
     this.#bytes = bytes;
+    this.#piece = piece;
   }
 
   readonly source: BlobSource = (offset, signal) => {
@@ -37,10 +40,10 @@ class TestSource {
 
   async *#chunks(offset: number, failAt: number | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
     const end = failAt ?? this.#bytes.length;
-    for (let at = offset; at < end; at += PIECE) {
+    for (let at = offset; at < end; at += this.#piece) {
       // As a real source does, give up when the spool closes, even while held at the gate.
       await Promise.race([this.gate(at), new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }))]);
-      yield this.#bytes.subarray(at, Math.min(end, at + PIECE));
+      yield this.#bytes.subarray(at, Math.min(end, at + this.#piece));
     }
     if (failAt !== undefined && !this.endQuietly) throw new Error(`connection reset at ${failAt}`);
   }
@@ -70,6 +73,20 @@ async function until(check: () => boolean, what: string): Promise<void> {
   throw new Error(`timed out waiting for ${what}`);
 }
 
+type Writev = (this: FileHandle, buffers: Uint8Array[], position: number) => Promise<{ bytesWritten: number }>;
+
+/** Puts `spy(real)` in the place of every FileHandle's writev (the entry's writes) until the returned restore is called. */
+async function replaceWritev(scratch: string, spy: (real: Writev) => Writev): Promise<() => void> {
+  const probe = await open(join(scratch, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { writev: Writev };
+  await probe.close();
+  const real = proto.writev;
+  proto.writev = spy(real);
+  return () => {
+    proto.writev = real;
+  };
+}
+
 /** Observer hooks recorded as lines, and the bytes served. */
 function recorder(): SpoolObserver & { events: string[]; bytesServed: { partial: number; complete: number } } {
   const events: string[] = [];
@@ -92,6 +109,7 @@ function recorder(): SpoolObserver & { events: string[]; bytesServed: { partial:
 describe('Spool', function () {
   let root: string;
   let dir: string;
+  let restoreWritev: (() => void) | undefined;
   const spools: Spool[] = [];
   const openSpool = async (init: Partial<SpoolInit> = {}) => {
     const spool = await Spool.open({ dir, maxBytes: 64 * 1024 * 1024, lingerMs: 0, ...init });
@@ -109,6 +127,8 @@ describe('Spool', function () {
     dir = join(root, 'spool');
   });
   afterEach(async function () {
+    restoreWritev?.();
+    restoreWritev = undefined;
     await Promise.all(spools.splice(0).map((s) => s.close()));
     await rm(root, { recursive: true, force: true });
   });
@@ -262,6 +282,47 @@ describe('Spool', function () {
     });
   });
 
+  describe('writing', function () {
+    it('coalesces a fast source of small chunks into few writes, byte for byte, with a reader reading along', async function () {
+      const blob = randomBytes(2 * 1024 * 1024 + 5);
+      const piece = 1024;
+      const writes: number[] = [];
+      restoreWritev = await replaceWritev(root, (real) =>
+        function (buffers, position) {
+          writes.push(buffers.reduce((n, b) => n + b.length, 0));
+          return real.call(this, buffers, position);
+        },
+      );
+      const spool = await openSpool();
+      const entry = spool.download(digestOf(blob), blob.length, new TestSource(blob, piece).source)!;
+      const reader = collect(entry.reader());
+      assert.equal(await entry.done, 'complete');
+      const got = await reader;
+      assert.equal(got.error, undefined);
+      assert.ok(got.bytes.equals(blob));
+      const chunks = Math.ceil(blob.length / piece);
+      assert.ok(writes.length <= chunks / 20, `${writes.length} writes for ${chunks} chunks`);
+      assert.equal(
+        writes.reduce((n, w) => n + w, 0),
+        blob.length,
+        'every byte written once',
+      );
+    });
+
+    it('fails the download when a write fails, without asking the source again', async function () {
+      restoreWritev = await replaceWritev(root, () => () => Promise.reject(new Error('ENOSPC: no space left on device')));
+      const spool = await openSpool();
+      const source = new TestSource(bytes);
+      const entry = spool.download(digest, bytes.length, source.source)!;
+      const reader = collect(entry.reader());
+      assert.equal(await entry.done, 'failed');
+      assert.match(entry.error!.message, /ENOSPC/);
+      assert.match(String((await reader).error), /ENOSPC/);
+      assert.deepEqual(source.offsets, [0]);
+      await until(() => readdirSyncLength(dir) === 0, 'the file to go');
+    });
+  });
+
   describe('resuming', function () {
     it('asks the source again from the byte where it failed, and verifies across the pieces', async function () {
       const observer = recorder();
@@ -277,6 +338,44 @@ describe('Spool', function () {
         observer.events.filter((e) => e.startsWith('resumed')),
         [`resumed ${short(digest)} ${3 * PIECE + 100}`, `resumed ${short(digest)} ${5 * PIECE}`],
       );
+    });
+
+    it('resumes from the bytes received, once they are on disk, when the source fails with chunks still unwritten', async function () {
+      // Writes wait until the source has failed: its last chunks are held in memory when it does.
+      const failed = Promise.withResolvers<void>();
+      const writes: number[] = [];
+      restoreWritev = await replaceWritev(root, (real) =>
+        async function (buffers, position) {
+          writes.push(buffers.length);
+          await failed.promise;
+          return real.call(this, buffers, position);
+        },
+      );
+      const spool = await openSpool();
+      const source = new TestSource(bytes);
+      const failAt = 3 * PIECE + 100;
+      source.failAt = [failAt];
+      const asked: { offset: number; onDisk: number }[] = [];
+      const entry = spool.download(digest, bytes.length, async (offset, signal) => {
+        asked.push({ offset, onDisk: entry.written });
+        const chunks = await source.source(offset, signal);
+        return (async function* () {
+          try {
+            yield* chunks;
+          } catch (err) {
+            failed.resolve();
+            throw err;
+          }
+        })();
+      })!;
+      const got = await collect(entry.reader());
+      assert.equal(got.error, undefined);
+      assert.ok(got.bytes.equals(bytes));
+      assert.deepEqual(asked, [
+        { offset: 0, onDisk: 0 },
+        { offset: failAt, onDisk: failAt },
+      ]);
+      assert.deepEqual(writes.slice(0, 2), [1, 3], 'the first chunk; then, in one write, the three that waited');
     });
 
     it('resumes a source that cannot even be asked, within the limit, then fails with its error', async function () {
