@@ -19,7 +19,8 @@ import { readAll, type ContentStore, type Descriptor } from '../store/store.ts';
 import type { MirrorMetrics } from '../metrics.ts';
 import { isPeerRequest } from '../../shared/peers/peer-client.ts';
 import type { PeerSource } from '../../shared/peers/peer-source.ts';
-import { SpoolEntryGoneError, type SpoolEntry } from '../spool/entry.ts';
+import { SpoolEntry, SpoolEntryGoneError } from '../spool/entry.ts';
+import { RelayedBlob } from '../upstream/relay.ts';
 import { UPSTREAM_FETCH_HEADER, type UpstreamFallback } from '../upstream/fallback.ts';
 import { RegistryError } from './errors.ts';
 import { parseRange, type ByteRange } from './range.ts';
@@ -313,20 +314,35 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
   }
 
   /**
-   * A blob from this node's spool, read as it downloads; the last byte only
-   * once the whole blob has matched its digest. Until the first byte goes out
-   * a failure is a 404 (containerd goes to its next host); after it, the
-   * response is cut short.
+   * A blob from this node's spool, read as it downloads, or relayed from the
+   * node downloading it; the last byte only once the whole blob has matched
+   * its digest. Until the first byte goes out a failure is a 404 (containerd
+   * goes to its next host); after it, the response is cut short.
    */
-  async function sendSpooledBlob(req: IncomingMessage, res: ServerResponse, head: boolean, digest: Digest, entryOf: () => Promise<SpoolEntry | undefined>, toPeer: boolean): Promise<void> {
+  async function sendSpooledBlob(
+    req: IncomingMessage,
+    res: ServerResponse,
+    head: boolean,
+    digest: Digest,
+    entryOf: () => Promise<SpoolEntry | RelayedBlob | undefined>,
+    toPeer: boolean,
+  ): Promise<void> {
     const unknown = () => {
       metrics.requests.inc({ source: 'miss', kind: 'blob' });
       return new RegistryError('BLOB_UNKNOWN', 'blob unknown to this node', { digest: digest.text });
     };
     let entry = await entryOf();
     if (entry === undefined) throw unknown();
-    const { slice, length } = setBlobHeaders(req, res, digest, entry.size);
+    let slice: ByteRange | undefined;
+    let length: number;
+    try {
+      ({ slice, length } = setBlobHeaders(req, res, digest, entry.size));
+    } catch (err) {
+      if (entry instanceof RelayedBlob) entry.close();
+      throw err;
+    }
     if (head) {
+      if (entry instanceof RelayedBlob) entry.close();
       metrics.requests.inc({ source: 'upstream', kind: 'blob' });
       res.end();
       return;
@@ -344,7 +360,7 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     const partial = entry;
     async function* counted(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
       for await (const chunk of chunks) {
-        if (toPeer && partial.state === 'downloading') metrics.spoolPartialPeerBytes.inc(chunk.length);
+        if (toPeer && partial instanceof SpoolEntry && partial.state === 'downloading') metrics.spoolPartialPeerBytes.inc(chunk.length);
         yield chunk;
       }
     }

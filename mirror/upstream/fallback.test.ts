@@ -14,7 +14,9 @@ import { createMirrorMetrics } from '../metrics.ts';
 import type { SpoolEntry } from '../spool/entry.ts';
 import { Spool } from '../spool/spool.ts';
 import { isResumableUpstreamFailure } from '../spool/upstream-source.ts';
+import { ContentMismatchError } from '../../shared/verify.ts';
 import { UPSTREAM_FETCH_HEADER, UpstreamFallback } from './fallback.ts';
+import { RelayedBlob } from './relay.ts';
 
 const bytes = randomBytes(300 * 1024);
 const digest = digestOf(bytes);
@@ -45,7 +47,7 @@ function idThat(wins: boolean, other: string): string {
   }
 }
 
-async function readAll(entry: SpoolEntry | undefined): Promise<Buffer> {
+async function readAll(entry: SpoolEntry | RelayedBlob | undefined): Promise<Buffer> {
   assert.ok(entry !== undefined, 'an entry');
   const chunks: Uint8Array[] = [];
   for await (const chunk of entry.reader()) chunks.push(chunk);
@@ -78,7 +80,7 @@ describe('UpstreamFallback', function () {
       metrics,
     });
     closers.push(spool, fallback);
-    return { fallback, metrics };
+    return { fallback, metrics, spool };
   }
 
   const blobGets = (server: TestServer) => server.requests.filter((r) => r.url.includes('/blobs/'));
@@ -93,13 +95,16 @@ describe('UpstreamFallback', function () {
     assert.equal((await metrics.upstreamBytes.get()).values[0]?.value, bytes.length);
   });
 
-  it('asks the peer that rendezvous hashing picks, with the upstream-fetch header and the registry, and not upstream', async function () {
+  it('relays what the peer that rendezvous hashing picks sends, asked with the upstream-fetch header and the registry, not spooled, not from upstream', async function () {
     const upstream = await blobServer();
     const owner = await blobServer();
     closers.push(upstream, owner);
     const ownerPort = Number(owner.host.split(':')[1]);
-    const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], ownerPort);
-    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false))).equals(bytes));
+    const { fallback, spool } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], ownerPort);
+    const blob = await fallback.blob(upstream.host, 'team/app', digest, false);
+    assert.ok(blob instanceof RelayedBlob);
+    assert.ok((await readAll(blob)).equals(bytes));
+    assert.equal(spool.usedBytes, 0);
     assert.equal(blobGets(upstream).length, 0);
     const [asked] = owner.requests;
     assert.equal(asked?.url, `/v2/team/app/blobs/${digest.text}?ns=${encodeURIComponent(upstream.host)}`);
@@ -147,6 +152,22 @@ describe('UpstreamFallback', function () {
     const gets = blobGets(upstream);
     assert.equal(gets.length, 1);
     assert.match(gets[0]!.headers.range ?? '', /^bytes=[1-9][0-9]*-$/);
+  });
+
+  it('fails the relay, last piece held back, when the downloader sends wrong bytes', async function () {
+    const upstream = await blobServer();
+    const liar = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-length': bytes.length });
+      res.end(randomBytes(bytes.length));
+    });
+    closers.push(upstream, liar);
+    const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(liar.host.split(':')[1]));
+    const blob = await fallback.blob(upstream.host, 'team/app', digest, false);
+    let received = 0;
+    await assert.rejects(async () => {
+      for await (const chunk of blob!.reader()) received += chunk.length;
+    }, ContentMismatchError);
+    assert.ok(received < bytes.length, `${received} bytes passed on`);
   });
 
   it('answers undefined when upstream refuses, and counts the status', async function () {

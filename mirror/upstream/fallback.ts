@@ -6,12 +6,13 @@
  * peers (this node included) picks for its digest. The downloader fetches it
  * into its spool, where every local request and every peer that asks reads it
  * as it arrives. Any other node asks the downloader's mirror for it (with
- * UPSTREAM_FETCH_HEADER) and spools what it receives, so its own clients share
- * that one stream too. When the downloader cannot be reached, refuses, or
- * dies mid-blob, the node goes to upstream itself from the byte it has: a pull
- * is never slower, or failing, where containerd alone would have succeeded.
- * Nodes that disagree about who is live (a peer joining or leaving) can both
- * download a blob once; that costs bytes, never correctness.
+ * UPSTREAM_FETCH_HEADER) and relays the answer to its client (relay.ts). When
+ * the downloader cannot be reached or refuses, the node downloads the blob
+ * into its own spool; when it dies mid-blob, the relay goes on from upstream at
+ * the byte it has: a pull is never slower, or failing, where containerd alone
+ * would have succeeded. Nodes that disagree about who is live (a peer joining
+ * or leaving) can both download a blob once; that costs bytes, never
+ * correctness, and a node asked as the downloader never asks another.
  */
 import type { Digest } from '../../shared/digest.ts';
 import type { UpstreamClient } from '../../shared/distribution/client.ts';
@@ -25,8 +26,9 @@ import type { LivePeers, Provider } from '../../shared/p2p/router.ts';
 import { ContentMismatchError } from '../../shared/verify.ts';
 import type { MirrorMetrics } from '../metrics.ts';
 import type { BlobSource, SpoolEntry } from '../spool/entry.ts';
-import type { Spool } from '../spool/spool.ts';
-import { upstreamSource } from '../spool/upstream-source.ts';
+import { SPOOL_DEFAULTS, type Spool } from '../spool/spool.ts';
+import { isResumableUpstreamFailure, upstreamSource } from '../spool/upstream-source.ts';
+import { RelayedBlob } from './relay.ts';
 
 /** Beside Shoal-Peer-Request: "download it from upstream for me if you do not have it". */
 export const UPSTREAM_FETCH_HEADER = 'Shoal-Upstream-Fetch';
@@ -54,23 +56,12 @@ export interface UpstreamManifest {
   readonly mediaType: string;
 }
 
-/** A download being started: `forwarded` once it is a request to another node, the blob's downloader. */
-interface Starting {
-  promise: Promise<SpoolEntry | undefined>;
-  forwarded: boolean;
-}
-
 export class UpstreamFallback {
   readonly #init: UpstreamFallbackInit;
   readonly #owners: PeerClient;
   readonly #closing = new AbortController();
-  /**
-   * The start of each download until it is in the spool: one per digest however
-   * many ask at once. A request from a node that takes this one for the
-   * downloader joins it unless it is a request to another node: two nodes that
-   * disagree about the downloader must not wait on each other.
-   */
-  readonly #starting = new Map<string, Starting>();
+  /** The start of each download from upstream until it is in the spool: one per digest however many ask at once. */
+  readonly #starting = new Map<string, Promise<SpoolEntry | undefined>>();
 
   constructor(init: UpstreamFallbackInit) {
     this.#init = init;
@@ -109,24 +100,26 @@ export class UpstreamFallback {
   }
 
   /**
-   * The blob's download in this node's spool, started if need be; undefined
-   * when neither the downloader nor upstream will send it (or the spool is
-   * full). `asked`: another node sent the request to this one as the blob's
-   * downloader, so this node downloads it itself whoever it thinks owns it.
+   * The blob, for one client: relayed from its downloader, or its download in
+   * this node's spool, started if need be; undefined when neither the
+   * downloader nor upstream will send it (or the spool is full). `asked`:
+   * another node sent the request to this one as the blob's downloader, so
+   * this node downloads it itself whoever it thinks owns it.
    */
-  blob(registry: string, repository: string, digest: Digest, asked: boolean): Promise<SpoolEntry | undefined> {
+  async blob(registry: string, repository: string, digest: Digest, asked: boolean): Promise<SpoolEntry | RelayedBlob | undefined> {
     const existing = this.spooled(digest);
-    if (existing !== undefined) return Promise.resolve(existing);
-    const own = this.#starting.get(digest.text);
-    const forPeer = this.#starting.get(`${digest.text} asked`);
-    if (own !== undefined && !(asked && own.forwarded)) return own.promise;
-    // Started for a peer: straight from upstream, so always safe to join.
-    if (forPeer !== undefined) return forPeer.promise;
-    const key = asked ? `${digest.text} asked` : digest.text;
-    const starting: Starting = { forwarded: false, promise: Promise.resolve(undefined) };
-    starting.promise = this.#start(registry, repository, digest, asked, starting).finally(() => this.#starting.delete(key));
-    this.#starting.set(key, starting);
-    return starting.promise;
+    if (existing !== undefined) return existing;
+    const owner = asked ? undefined : await this.#owner(digest);
+    if (owner !== undefined) {
+      const res = await this.#askOwner(owner, registry, repository, digest);
+      if (res !== undefined) return this.#relay(res, registry, repository, digest);
+    }
+    let starting = this.#starting.get(digest.text);
+    if (starting === undefined) {
+      starting = this.#download(registry, repository, digest, asked).finally(() => this.#starting.delete(digest.text));
+      this.#starting.set(digest.text, starting);
+    }
+    return starting;
   }
 
   /** Cuts the requests to downloaders. The spool is closed by its owner. */
@@ -135,21 +128,9 @@ export class UpstreamFallback {
     this.#owners.close();
   }
 
-  async #start(registry: string, repository: string, digest: Digest, asked: boolean, starting: Starting): Promise<SpoolEntry | undefined> {
+  /** Downloads the blob from upstream into the spool. */
+  async #download(registry: string, repository: string, digest: Digest, asked: boolean): Promise<SpoolEntry | undefined> {
     const { spool, logger } = this.#init;
-    const owner = asked ? undefined : await this.#owner(digest);
-    if (owner !== undefined) {
-      starting.forwarded = true;
-      const res = await this.#askOwner(owner, registry, repository, digest);
-      if (res !== undefined) {
-        const size = contentLength(res.headers)!;
-        // Started meanwhile by a node that takes this one for the downloader: one stream is enough.
-        const started = this.spooled(digest);
-        const entry = started ?? spool.download(digest, size, this.#fromOwner(res, size, registry, repository, digest));
-        if (started !== undefined || entry === undefined) res.discard();
-        return entry;
-      }
-    }
     let opened: UpstreamBlob;
     try {
       opened = await this.#openBlob(registry, repository, digest, { signal: this.#closing.signal, idleTimeoutMs: this.#init.upstreamIdleTimeoutMs });
@@ -202,22 +183,26 @@ export class UpstreamFallback {
     return undefined;
   }
 
-  /** A spool source that reads the downloader's answer, then resumes from upstream if the downloader fails mid-way. */
-  #fromOwner(first: PeerResponse, size: number, registry: string, repository: string, digest: Digest): BlobSource {
-    let pending: PeerResponse | undefined = first;
-    return async (offset, signal) => {
-      const res = pending;
-      pending = undefined;
-      if (res !== undefined && offset === 0) return res.body;
-      res?.discard();
-      this.#init.logger.info('the downloading node failed mid-blob; resuming from upstream', { digest: digest.text, offset, size });
-      const blob = await this.#openBlob(registry, repository, digest, { offset, signal, idleTimeoutMs: this.#init.upstreamIdleTimeoutMs });
-      if (blob.size !== size) {
-        blob.close();
-        throw new ContentMismatchError(`${digest.text}: the downloading node said ${size} bytes, ${registry} says ${blob.size}`);
-      }
-      return this.#countedBody(blob.body, registry);
-    };
+  /** The downloader's answer relayed to one client; the rest from upstream if the downloader fails mid-way. */
+  #relay(res: PeerResponse, registry: string, repository: string, digest: Digest): RelayedBlob {
+    const size = contentLength(res.headers)!;
+    return new RelayedBlob({
+      digest,
+      size,
+      first: res,
+      resume: async (offset, signal) => {
+        this.#init.logger.info('the downloading node failed mid-blob; resuming from upstream', { digest: digest.text, offset, size });
+        const blob = await this.#openBlob(registry, repository, digest, { offset, signal, idleTimeoutMs: this.#init.upstreamIdleTimeoutMs });
+        if (blob.size !== size) {
+          blob.close();
+          throw new ContentMismatchError(`${digest.text}: the downloading node said ${size} bytes, ${registry} says ${blob.size}`);
+        }
+        return this.#countedBody(blob.body, registry);
+      },
+      maxResumes: SPOOL_DEFAULTS.maxResumes,
+      isResumable: isResumableUpstreamFailure,
+      signal: this.#closing.signal,
+    });
   }
 
   async #openBlob(registry: string, repository: string, digest: Digest, options: OpenBlobOptions): Promise<UpstreamBlob> {

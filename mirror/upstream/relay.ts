@@ -1,0 +1,79 @@
+/**
+ * A blob passed straight from its downloader (the node that fetches it from
+ * upstream for the cluster) to one local client, without this node's spool:
+ * the downloader already shares one upstream stream among everyone who asks,
+ * so writing the bytes to a second disk here would only cost CPU. Checked
+ * against its digest as it passes (the last piece held back until the whole
+ * matched); when the downloader fails mid-blob, the rest comes from upstream
+ * with a Range.
+ */
+import type { Digest } from '../../shared/digest.ts';
+import { verifiedSlice, type Slice } from '../../shared/verify.ts';
+import type { BlobSource, SpoolReader } from '../spool/entry.ts';
+import { resumable } from '../spool/resumable.ts';
+
+export interface RelayInit {
+  digest: Digest;
+  size: number;
+  /** The downloader's answer (offset 0), not read yet. */
+  first: { body: AsyncIterable<Uint8Array>; discard(): void };
+  /** The rest from `offset` when the downloader failed. */
+  resume: BlobSource;
+  /** Times the rest is asked for again. */
+  maxResumes: number;
+  isResumable: (err: unknown) => boolean;
+  onResume?: (offset: number, err: unknown) => Promise<void> | void;
+  /** Ends the relay (the mirror closes). */
+  signal: AbortSignal;
+}
+
+export class RelayedBlob {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly #init: RelayInit;
+  readonly #abort = new AbortController();
+  #first: RelayInit['first'] | undefined;
+  #reading = false;
+
+  constructor(init: RelayInit) {
+    this.#init = init;
+    this.digest = init.digest;
+    this.size = init.size;
+    this.#first = init.first;
+  }
+
+  /**
+   * Bytes `slice` (default: all), checked, as a spool entry's reader gives
+   * them; once per relay. The whole blob is read: a slice cannot be checked alone.
+   */
+  reader(slice?: Slice): SpoolReader {
+    if (this.#reading) throw new Error('a relayed blob is read once');
+    this.#reading = true;
+    const { digest, size, resume, maxResumes, isResumable, onResume } = this.#init;
+    const source: BlobSource = async (offset, signal) => {
+      const first = this.#first;
+      this.#first = undefined;
+      if (first !== undefined && offset === 0) return first.body;
+      first?.discard();
+      return resume(offset, signal);
+    };
+    const signal = AbortSignal.any([this.#init.signal, this.#abort.signal]);
+    const chunks = this.#closing(verifiedSlice(resumable({ digest, source, size, maxResumes, isResumable, onResume, signal }), digest, size, slice));
+    return { [Symbol.asyncIterator]: () => chunks, close: () => this.close() };
+  }
+
+  /** Drops the downloader's answer and any resume in flight. */
+  close(): void {
+    this.#abort.abort();
+    this.#first?.discard();
+    this.#first = undefined;
+  }
+
+  async *#closing(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    try {
+      yield* chunks;
+    } finally {
+      this.close();
+    }
+  }
+}
