@@ -6,6 +6,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { Gauge, type Registry } from 'prom-client';
 import { join } from 'node:path';
 import { UpstreamClient } from '../shared/distribution/client.ts';
 import { readRegistryCredentialsFile } from '../shared/distribution/docker-config.ts';
@@ -65,7 +66,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<Runn
     logger: logger.with({ component: 'peers' }),
     metrics,
   });
-  const upstream = options.upstreamFallback ? await startUpstreamFallback(options, router, metrics, logger) : undefined;
+  const upstream = options.upstreamFallback ? await startUpstreamFallback(options, router, metricsRegistry, metrics, logger) : undefined;
   const registryServer: Server = createServer(createRegistryHandler({ store, mirroredRegistries: options.mirroredRegistries, logger, metrics, peers, upstream: upstream?.fallback }));
   // Keep-alive longer than containerd's idle pool so it reuses connections across a pull.
   registryServer.keepAliveTimeout = 65_000;
@@ -96,10 +97,24 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<Runn
   };
 }
 
-async function startUpstreamFallback(options: ServeOptions, router: DhtRouter, metrics: MirrorMetrics, logger: Logger): Promise<{ fallback: UpstreamFallback; spool: Spool }> {
+async function startUpstreamFallback(
+  options: ServeOptions,
+  router: DhtRouter,
+  metricsRegistry: Registry,
+  metrics: MirrorMetrics,
+  logger: Logger,
+): Promise<{ fallback: UpstreamFallback; spool: Spool }> {
   const log = logger.with({ component: 'upstream' });
   const credentials = options.registryCredentialsFile === '' ? undefined : await readRegistryCredentialsFile(options.registryCredentialsFile);
   const spool = await Spool.open({ dir: join(options.dataDir, 'spool'), maxBytes: options.spoolMaxBytes, isResumable: isResumableUpstreamFailure, logger: log });
+  new Gauge({
+    name: 'shoal_spool_bytes',
+    help: 'Bytes the upstream spool holds now: downloads in progress (at their full size) and complete files not yet removed.',
+    registers: [metricsRegistry],
+    collect() {
+      this.set(spool.usedBytes);
+    },
+  });
   const client = new UpstreamClient({
     plainHttpRegistries: options.mirroredRegistries.filter((r) => r.upstream.protocol === 'http:').map((r) => r.host),
     logger: log,

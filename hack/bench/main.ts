@@ -19,7 +19,9 @@
  * lookup series, default 400), BENCH_PULL_ROUNDS (default 3), BENCH_IMAGE_MIB
  * (4 layers, default 200), BENCH_HOLDER_AGAIN=1 (at the end, the holder restarts
  * with the recommended runtime setting and advertises everything again: its
- * memory beside the as-shipped run's; about two minutes more). Both: BENCH_BUDGET_S (stop after, default 1200),
+ * memory beside the as-shipped run's; about two minutes more). Part 3:
+ * BENCH_UPSTREAM_ROUNDS (default 3), BENCH_UPSTREAM_MBIT (default 400),
+ * BENCH_UPSTREAM_IMAGE_MIB (4 layers, default 200). All: BENCH_BUDGET_S (stop after, default 1800),
  * BENCH_OUT (JSON path, default .run/bench-<time>.json), BENCH_KEEP=1 (keep the
  * run directories).
  *
@@ -35,6 +37,8 @@ import { removeLeftoverCgroups } from './cgroup.ts';
 import { runLocal, type LocalRun } from './local.ts';
 import { computePeersFigures, formatPeersReport, PEER_TARGETS, type PeersFigures } from './peers-report.ts';
 import { runPeers, type PeersRun } from './peers.ts';
+import { runUpstream, type UpstreamRun } from './upstream.ts';
+import { computeUpstreamFigures, formatUpstreamReport, UPSTREAM_TARGETS, type UpstreamFigures } from './upstream-report.ts';
 import { clockTicks } from './procstat.ts';
 import { computeFigures, formatChecks, formatReport, TARGETS, type Figures } from './report.ts';
 import { GET_SETTINGS, RECEIVER_SETTINGS } from './runtime-settings.ts';
@@ -50,7 +54,7 @@ function intFromEnv(name: string, fallback: number, min: number, max: number): n
   return n;
 }
 
-const PARTS = ['local', 'peers'] as const;
+const PARTS = ['local', 'peers', 'upstream'] as const;
 type Part = (typeof PARTS)[number];
 
 function selectedParts(argv: string[]): Part[] {
@@ -93,7 +97,14 @@ function readConfig() {
       settleTimeoutSeconds: 600,
       holderAgain: process.env['BENCH_HOLDER_AGAIN'] === '1',
     },
-    budgetSeconds: intFromEnv('BENCH_BUDGET_S', 1200, 60, 7200),
+    upstream: {
+      nodes: 4,
+      imageLayers: 4,
+      imageLayerBytes: (intFromEnv('BENCH_UPSTREAM_IMAGE_MIB', 200, 4, 2000) * MiB) / 4,
+      rateMbit: intFromEnv('BENCH_UPSTREAM_MBIT', 400, 10, 10_000),
+      rounds: intFromEnv('BENCH_UPSTREAM_ROUNDS', 3, 1, 20),
+    },
+    budgetSeconds: intFromEnv('BENCH_BUDGET_S', 1800, 60, 7200),
     settings: { get: GET_SETTINGS, receivers: RECEIVER_SETTINGS },
   };
 }
@@ -153,11 +164,18 @@ async function main(): Promise<number> {
     console.log(`\n== part 2, peer network: ${c.digests} advertised digests, ${c.lookups} HEADs per lookup series, ${c.pullRounds} pull rounds\nsetup:`);
     peers = await runPeers({ config: c, clockHz: hz, signal, keepRunDir, log });
   }
+  let upstream: UpstreamRun | undefined;
+  if (parts.includes('upstream') && !signal.aborted) {
+    const c = config.upstream;
+    console.log(`\n== part 3, upstream fallback: ${c.nodes} nodes, upstream at ${c.rateMbit} Mbit/s, ${c.rounds} rounds\nsetup:`);
+    upstream = await runUpstream({ config: c, clockHz: hz, signal, keepRunDir, log });
+  }
 
   // Figures only from a complete part: the JSON keeps whatever samples a failed one got.
   const localFigures: Figures | undefined =
     local !== undefined && local.error === undefined ? computeFigures(local.transfers, local.heads, local.memory, local.memoryEnd) : undefined;
   const peersFigures: PeersFigures | undefined = peers !== undefined && peers.error === undefined ? computePeersFigures(peers) : undefined;
+  const upstreamFigures: UpstreamFigures | undefined = upstream !== undefined && upstream.error === undefined ? computeUpstreamFigures(upstream) : undefined;
   mkdirSync(dirname(jsonPath), { recursive: true });
   writeFileSync(
     jsonPath,
@@ -167,10 +185,11 @@ async function main(): Promise<number> {
         startedAt: new Date(started).toISOString(),
         seconds: (Date.now() - started) / 1000,
         config,
-        targets: { local: TARGETS, peers: PEER_TARGETS },
+        targets: { local: TARGETS, peers: PEER_TARGETS, upstream: UPSTREAM_TARGETS },
         environment: { ...env, loadavgAfter: loadavg() },
         local: local === undefined ? undefined : { figures: localFigures, ...local },
         peers: peers === undefined ? undefined : { figures: peersFigures, ...peers },
+        upstream: upstream === undefined ? undefined : { figures: upstreamFigures, ...upstream },
       },
       null,
       1,
@@ -187,16 +206,21 @@ async function main(): Promise<number> {
     console.log(formatPeersReport(peersFigures, peers, { digests: config.peers.digests, lookups: config.peers.lookups, pullRounds: config.peers.pullRounds }));
     console.log('');
   }
-  const checks = [...(localFigures?.checks ?? []), ...(peersFigures?.checks ?? [])];
-  const problems = [...(localFigures?.problems ?? []), ...(peersFigures?.problems ?? [])];
+  if (upstreamFigures && upstream) {
+    console.log(formatUpstreamReport(upstreamFigures, upstream));
+    console.log('');
+  }
+  const checks = [...(localFigures?.checks ?? []), ...(peersFigures?.checks ?? []), ...(upstreamFigures?.checks ?? [])];
+  const problems = [...(localFigures?.problems ?? []), ...(peersFigures?.problems ?? []), ...(upstreamFigures?.problems ?? [])];
   console.log(formatChecks(checks, problems, jsonPath));
   console.log(`took ${((Date.now() - started) / 1000).toFixed(0)} s`);
   const failures: string[] = [];
-  for (const [name, part] of [['part 1', local], ['part 2', peers]] as const) {
+  for (const [name, part] of [['part 1', local], ['part 2', peers], ['part 3', upstream]] as const) {
     if (part?.error !== undefined) failures.push(`${name} could not complete: ${part.error}`);
     if (part?.teardownError !== undefined) failures.push(`${name}: teardown left something behind: ${part.teardownError}`);
   }
   if (parts.includes('peers') && peers === undefined) failures.push('part 2 did not start: the time budget was spent');
+  if (parts.includes('upstream') && upstream === undefined) failures.push('part 3 did not start: the time budget was spent');
   for (const f of failures) console.error(`\nbench: ${f}`);
   return failures.length === 0 && problems.length === 0 ? 0 : 1;
 }

@@ -14,7 +14,7 @@ import { startCluster, type Cluster, type ClusterNode } from '../harness/cluster
 import { buildAndPush, type PushedImage } from '../harness/images.ts';
 import { waitUntil } from '../harness/procs.ts';
 import { readMetric } from '../harness/http.ts';
-import { createRunDir, livePidsUnder } from '../harness/runs.ts';
+import { createRunDir } from '../harness/runs.ts';
 import { createMemoryCgroup, type MemoryCgroup } from './cgroup.ts';
 import { buildManyLayers, importManyLayers, type ManyLayersImage } from './many-layers.ts';
 import { AS_SHIPPED, RECEIVER_SETTINGS, type RuntimeSetting } from './runtime-settings.ts';
@@ -102,11 +102,7 @@ export async function startPeersFixture(init: PeersFixtureInit): Promise<PeersFi
       }),
     ]);
 
-    const mirrorPid = (node: ClusterNode): number => {
-      const live = livePidsUnder(join(node.dir, 'mirror'));
-      if (live.length !== 1) throw new Error(`want one live mirror under ${node.dir}, found ${live.length}`);
-      return live[0]!.pid;
-    };
+    const mirrorPid = (node: ClusterNode): number => node.mirror!.pid();
     const restartMirror = async (node: ClusterNode, setting: RuntimeSetting): Promise<void> => {
       const mirror = node.mirror!;
       await mirror.stop();

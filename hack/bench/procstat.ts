@@ -31,6 +31,12 @@ export function cpuTicks(pid: number): number {
   return f === undefined ? 0 : Number(f[11]) + Number(f[12]);
 }
 
+/** cutime + cstime of this process: the CPU of its children that have ended and been waited for (the `ctr` pulls), in ticks. */
+export function childrenTicks(): number {
+  const f = statFields(process.pid);
+  return f === undefined ? 0 : Number(f[13]) + Number(f[14]);
+}
+
 /**
  * utime + stime of each thread of a process, in ticks, summed by thread name
  * (Node: `MainThread`, `WorkerThread` for worker_threads, `V8Worker` for GC and

@@ -126,7 +126,7 @@ async function pullRound(init: PullInit, round: number, position: number, source
 }
 
 /** What is wrong with the node's copy of the image: its record's target, and every blob present (ctr checked each digest as it committed it). */
-async function checkHolds(node: ClusterNode, image: PushedImage): Promise<string | undefined> {
+export async function checkHolds(node: ClusterNode, image: PushedImage): Promise<string | undefined> {
   const listed = (await node.containerd.ctr(['images', 'ls'])).split('\n').find((l) => l.startsWith(`${image.ref} `));
   if (listed === undefined) return `no image record ${image.ref}`;
   if (!listed.split(/\s+/).includes(image.digest)) return `image record points elsewhere: ${listed}`;
@@ -136,7 +136,7 @@ async function checkHolds(node: ClusterNode, image: PushedImage): Promise<string
 }
 
 /** Removes the image and, synchronously, its content and snapshots; fails if any of its blobs is left. */
-async function makeCold(node: ClusterNode, image: PushedImage): Promise<void> {
+export async function makeCold(node: ClusterNode, image: PushedImage): Promise<void> {
   // Every record that keeps the content: the tag, the digest reference, and the config-digest record the CRI plugin adds in k8s.io.
   const names = new Set([image.ref, image.digestRef, image.manifests[0]!.config.digest]);
   const records = (await node.containerd.ctr(['images', 'ls', '-q'])).split('\n').filter((r) => names.has(r));

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { startContainerd, type Containerd } from './containerd.ts';
 import { writeHostsToml } from './hosts.ts';
 import { startMirror, type Mirror } from './mirror.ts';
+import type { ThrottledHost } from './netns.ts';
 import { mountsUnder } from './mounts.ts';
 import { startRegistry, type Registry } from './registry.ts';
 import { createRunDir, livePidsUnder } from './runs.ts';
@@ -19,7 +20,8 @@ export interface ClusterInit {
   nodes: number;
   /** Run directory (default: a fresh one from createRunDir(), which first cleans up after dead runs). */
   runDir?: string;
-  registry?: { htpasswd?: { user: string; password: string } };
+  /** The upstream registry: basic auth; run on a throttled host (see netns.ts) instead of 127.0.0.1. */
+  registry?: { htpasswd?: { user: string; password: string }; host?: ThrottledHost };
   /**
    * A front the nodes know the upstream by (e.g. a proxy that misbehaves for
    * the mirrors): mirrored and configured in hosts.toml instead of the
@@ -113,7 +115,8 @@ export async function startCluster(init: ClusterInit): Promise<Cluster> {
   const routerOf = (index: number) => `${nodeIp(index)}:${routerPort}`;
 
   try {
-    registry = await startRegistry({ dir: join(runDir, 'registry'), htpasswd: init.registry?.htpasswd });
+    const throttled = init.registry?.host;
+    registry = await startRegistry({ dir: join(runDir, 'registry'), htpasswd: init.registry?.htpasswd, host: throttled?.ip, commandPrefix: throttled?.exec });
     const upstream = init.upstreamFront?.(registry) ?? registry;
     // allSettled: on a failure, wait for the other nodes' starts before tearing down,
     // or a process spawned after stop() would outlive the run.

@@ -48,6 +48,8 @@ export interface Containerd {
   ctrBytes(args: string[]): Promise<Buffer>;
   /** `ctr images pull --hosts-dir ...`; returns ctr's output. */
   pull(ref: string, opts?: PullOptions): Promise<string>;
+  /** The pid of the daemon now (it changes when it restarts). */
+  pid(): number;
   start(): Promise<void>;
   /** Stops the daemon and unmounts everything under root and state. */
   stop(): Promise<void>;
@@ -107,6 +109,10 @@ export async function startContainerd(init: ContainerdInit): Promise<Containerd>
         ...(opts.user ? ['--user', opts.user] : []),
         ref,
       ]),
+    pid: () => {
+      if (!proc?.running()) throw new Error(`containerd ${init.name} is not running`);
+      return proc.pid;
+    },
     start,
     stop: async () => {
       await proc?.stop();

@@ -58,6 +58,8 @@ export interface Mirror {
   readonly routerHost: string;
   /** The libp2p peer id it announced at its last start (from its log). */
   peerId(): string;
+  /** The pid of the mirror process now (it changes when the mirror restarts). */
+  pid(): number;
   /** Runs the mirror's own `configure` command: it writes hosts.toml files under hostsDir that point at this mirror. */
   configureContainerd(hostsDir: string): Promise<void>;
 }
@@ -122,6 +124,10 @@ export async function startMirror(init: MirrorInit): Promise<Mirror> {
       const last = lines.at(-1);
       if (last === undefined) throw new Error(`mirror on ${host} has not logged its peer id`);
       return (JSON.parse(last) as { peerId: string }).peerId;
+    },
+    pid: () => {
+      if (!proc?.running()) throw new Error(`mirror on ${host} is not running`);
+      return proc.pid;
     },
     logPath: join(init.dir, 'mirror.log'),
     start,

@@ -19,6 +19,8 @@ export interface RegistryInit {
   htpasswd?: { user: string; password: string };
   /** Require Bearer tokens from a token server instead (distribution's `auth.token`). */
   token?: RegistryTokenAuth;
+  /** Runs the registry through this command, which must exec its arguments (e.g. `ip netns exec NAME`: a throttled host, with `host` its address). Default none. */
+  commandPrefix?: readonly string[];
 }
 
 /** distribution's `auth.token`: the registry checks each JWT's signature (x5c chain to rootCertBundle), issuer, audience (= service), expiry and `access` claim. */
@@ -63,7 +65,8 @@ const NAME = 'registry';
 
 export async function startRegistry(init: RegistryInit): Promise<Registry> {
   const ip = init.host ?? '127.0.0.1';
-  const port = init.port ?? (await freePort(ip));
+  // In another namespace no port here says what is free there; any fixed one is (the namespace is new).
+  const port = init.port ?? (init.commandPrefix ? 5000 : await freePort(ip));
   mkdirSync(join(init.dir, 'storage'), { recursive: true });
   if (init.htpasswd && init.token) throw new Error('registry: htpasswd and token auth exclude each other');
   const auth = init.htpasswd ? await writeHtpasswd(init.dir, init.htpasswd) : init.token ? tokenAuthConfig(init.token) : '';
@@ -94,7 +97,8 @@ ${auth}`,
   const start = async (): Promise<void> => {
     if (proc?.running()) return;
     // /v2/ answers 401 when auth is on; either way it is serving.
-    proc = await startProc({ name: NAME, dir: init.dir, command: 'docker-registry', args: ['serve', configPath] }, (p) =>
+    const [command = 'docker-registry', ...args] = [...(init.commandPrefix ?? []), 'docker-registry', 'serve', configPath];
+    proc = await startProc({ name: NAME, dir: init.dir, command, args }, (p) =>
       waitForHttp(`${url}/v2/`, { what: `registry on ${host}`, proc: p, status: init.htpasswd || init.token ? 401 : 200, timeoutMs: 15_000 }),
     );
   };

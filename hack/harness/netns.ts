@@ -1,0 +1,89 @@
+/**
+ * A bandwidth-limited host: a network namespace joined to this one by a veth
+ * pair, with `tc tbf` on both ends, so what runs inside it (the upstream
+ * registry in the upstream benchmark) is reached at a real link's rate and
+ * not at loopback's. Needs root (ip netns, tc). Namespaces are named after the
+ * process that made them; one whose process is gone is removed by the next
+ * createThrottledHost, so a crashed run leaves nothing behind for long.
+ */
+import { run } from './procs.ts';
+
+export interface ThrottledHostInit {
+  /** The link's rate in both directions, in Mbit/s. */
+  rateMbit: number;
+}
+
+export interface ThrottledHost {
+  /** The namespace's name (`ip netns exec NAME ...`). */
+  readonly name: string;
+  /** The address inside the namespace: where its servers listen. */
+  readonly ip: string;
+  /** This namespace's end of the link. */
+  readonly hostIp: string;
+  /** The command prefix that runs a program inside the namespace. */
+  readonly exec: readonly string[];
+  /** Removes the namespace and its link; processes inside must be stopped first. */
+  remove(): Promise<void>;
+}
+
+const PREFIX = 'shoal-';
+let made = 0;
+
+export async function createThrottledHost(init: ThrottledHostInit): Promise<ThrottledHost> {
+  if (!Number.isFinite(init.rateMbit) || init.rateMbit <= 0) throw new RangeError(`rateMbit ${init.rateMbit} is not a rate`);
+  await removeLeftoverNamespaces();
+  const n = made++;
+  const name = `${PREFIX}${process.pid}-${n}`;
+  // Interface names are at most 15 characters; the pid keeps parallel runs apart.
+  const outside = `sh${process.pid}o${n}`.slice(0, 15);
+  const inside = `sh${process.pid}i${n}`.slice(0, 15);
+  // A /30 per host from 10.213.0.0/16, from the pid and the count: unique among this machine's live runs in practice.
+  const subnet = ((process.pid * 8 + n) % 16_384) * 4;
+  const [hostIp, ip] = [subnet + 1, subnet + 2].map((a) => `10.213.${a >> 8}.${a & 255}`) as [string, string];
+  const inNs = (...args: string[]) => ip_(['netns', 'exec', name, ...args]);
+  const tbf = ['qdisc', 'add', 'root', 'tbf', 'rate', `${init.rateMbit}mbit`, 'burst', '256kb', 'latency', '500ms'];
+  const remove = async (): Promise<void> => {
+    await ip_(['netns', 'del', name]).catch(() => {});
+    // Deleting the namespace deletes both ends of the pair; this only covers a half-made one.
+    await ip_(['link', 'del', outside]).catch(() => {});
+  };
+  try {
+    await ip_(['netns', 'add', name]);
+    await ip_(['link', 'add', outside, 'type', 'veth', 'peer', 'name', inside]);
+    await ip_(['link', 'set', inside, 'netns', name]);
+    await ip_(['addr', 'add', `${hostIp}/30`, 'dev', outside]);
+    await ip_(['link', 'set', outside, 'up']);
+    await inNs('ip', 'addr', 'add', `${ip}/30`, 'dev', inside);
+    await inNs('ip', 'link', 'set', inside, 'up');
+    await inNs('ip', 'link', 'set', 'lo', 'up');
+    await run('tc', [...tbf.slice(0, 2), 'dev', outside, ...tbf.slice(2)]);
+    await inNs('tc', ...tbf.slice(0, 2), 'dev', inside, ...tbf.slice(2));
+  } catch (err) {
+    await remove();
+    throw new Error(`could not make a throttled host (needs root, ip and tc): ${(err as Error).message.trim()}`, { cause: err });
+  }
+  return { name, ip, hostIp, exec: ['ip', 'netns', 'exec', name], remove };
+}
+
+function ip_(args: string[]): Promise<{ stdout: Buffer; stderr: string }> {
+  return run('ip', args, { timeoutMs: 10_000 });
+}
+
+/** Removes namespaces of ours whose process is gone. */
+async function removeLeftoverNamespaces(): Promise<void> {
+  const { stdout } = await ip_(['netns', 'list']);
+  for (const line of stdout.toString('utf8').split('\n')) {
+    const m = /^shoal-(\d+)-\d+/.exec(line);
+    if (m === null || isRunning(Number(m[1]))) continue;
+    await ip_(['netns', 'del', m[0]]).catch(() => {});
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
