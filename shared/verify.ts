@@ -6,6 +6,7 @@
  */
 import type { Digest } from './digest.ts';
 import { newHasher } from './digest.ts';
+import { released } from './chunk-pool.ts';
 
 export class ContentMismatchError extends Error {
   override name = 'ContentMismatchError';
@@ -35,7 +36,11 @@ export async function* verifiedSlice(source: AsyncIterable<Uint8Array>, digest: 
     if (offset > size) throw new ContentMismatchError(`${digest.text}: more than the expected ${size} bytes`);
     const from = Math.max(start, chunkStart);
     const to = Math.min(end + 1, offset);
-    if (from >= to) continue;
+    if (from >= to) {
+      // Outside the slice: nobody else will see it.
+      released(chunk);
+      continue;
+    }
     const piece = from === chunkStart && to === offset ? chunk : chunk.subarray(from - chunkStart, to - chunkStart);
     if (held !== undefined) yield held;
     held = piece;
