@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startBadPeer, type BadPeer } from '../harness/bad-peer.ts';
+import { askOrder } from '../../shared/p2p/rendezvous.ts';
+import { badPeerId, startBadPeer, type BadPeer } from '../harness/bad-peer.ts';
 import { startCluster, type Cluster, type ClusterNode } from '../harness/cluster.ts';
 import { assertHolds, pulledBlobs } from '../harness/pulled.ts';
 import { readMetric } from '../harness/http.ts';
@@ -55,11 +56,17 @@ describe('mirror part 2: nodes pull from each other through the DHT', function (
       async () => (await status(tagUrl(mirror, image))) === 200 && (await Promise.all(pulledBlobs(image).map((b) => status(blobUrl(mirror, image, b.digest))))).every((s) => s === 200),
       { what: `${image.ref} found through peers from ${mirror.url}`, timeoutMs: 30_000, intervalMs: 200 },
     );
-  const startBad = async (mode: 'corrupt' | 'stall', blobs: Record<string, string>, withKey = true) => {
+  /** Where the next bad peer lives, and its peer id (its identity made ahead of its start). */
+  const nextBad = async () => {
     const ip = `127.0.0.${badIp++}`;
+    const dir = join(cluster.runDir, `bad-${ip}`);
+    return { ip, dir, peerId: await badPeerId(dir) };
+  };
+  const startBad = async (mode: 'corrupt' | 'stall', blobs: Record<string, string>, withKey = true, at?: { ip: string; dir: string }) => {
+    const { ip, dir } = at ?? (await nextBad());
     const peer = await startBadPeer({
       mode,
-      dir: join(cluster.runDir, `bad-${ip}`),
+      dir,
       ip,
       registryPort,
       routerPort,
@@ -69,6 +76,19 @@ describe('mirror part 2: nodes pull from each other through the DHT', function (
     });
     badPeers.push(peer);
     return peer;
+  };
+
+  /**
+   * Pushes a one-layer image (a new one each try) whose layer `asker` tries at
+   * `first` before `then`: each node has its own order of a blob's holders.
+   */
+  const pushTriedFirst = async (name: string, layerBytes: number, asker: Mirror, first: string, then: string): Promise<PushedImage> => {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const image = await push(`${name}-${attempt}`, [layerBytes]);
+      const digest = image.manifests[0]!.layers[0]!.digest;
+      if (askOrder([{ peerId: first }, { peerId: then }], asker.peerId(), digest)[0]!.peerId === first) return image;
+    }
+    throw new Error(`no image of 20 puts ${first} first for ${asker.peerId()}`);
   };
 
   before(async function () {
@@ -172,10 +192,11 @@ describe('mirror part 2: nodes pull from each other through the DHT', function (
   });
 
   it('4. a peer with the network key that serves wrong bytes: pulls fail cleanly or complete from a good source; never a wrong blob, never a wedged node', async function () {
-    const w = await push('w', [4 * MiB]);
+    const at = await nextBad();
+    // Node 4 tries the liar before node 1: it is asked.
+    const w = await pushTriedFirst('w', 4 * MiB, mirrors[3]!, at.peerId, mirrors[0]!.peerId());
     const layer = w.manifests[0]!.layers[0]!;
-    // The liar advertises first, so the others' stores list it first: it is tried.
-    const liar = await startBad('corrupt', { [layer.digest]: w.path(layer.digest) });
+    const liar = await startBad('corrupt', { [layer.digest]: w.path(layer.digest) }, true, at);
     assert.ok(liar.reachedPeers(), 'the liar joined the network');
     const corrupt = () => Promise.all([0, 3].map((i) => readMetric(mirrors[i]!.metricsUrl, 'shoal_mirror_corrupt_content_total', { source: 'peer' })));
     const corruptBefore = await corrupt();
@@ -207,9 +228,11 @@ describe('mirror part 2: nodes pull from each other through the DHT', function (
   });
 
   it('5. a peer that stalls after its headers: the pull completes from another peer', async function () {
-    const s = await push('s', [6 * MiB]);
+    const at = await nextBad();
+    // Node 4 tries the staller before node 1: it is asked.
+    const s = await pushTriedFirst('s', 6 * MiB, mirrors[3]!, at.peerId, mirrors[0]!.peerId());
     const layer = s.manifests[0]!.layers[0]!;
-    const staller = await startBad('stall', { [layer.digest]: s.path(layer.digest) });
+    const staller = await startBad('stall', { [layer.digest]: s.path(layer.digest) }, true, at);
     await nodes[0]!.containerd.pull(s.ref);
     await untilFound(mirrors[3]!, s);
     const idleBefore = await readMetric(mirrors[3]!.metricsUrl, 'shoal_peer_fetch_failures_total', { reason: 'idle' });

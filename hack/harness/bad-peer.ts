@@ -1,6 +1,9 @@
 /** Starts hack/harness/bad-peer-main.ts as a process of the run, and reads what it logged. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { silentLogger } from '../../shared/log.ts';
+import { loadOrCreatePeerKey } from '../../shared/p2p/identity.ts';
 import { startProc, waitUntil, type Proc } from './procs.ts';
 import { REPO_ROOT } from './runs.ts';
 
@@ -25,6 +28,11 @@ export interface BadPeer {
   /** Whether a provide of its keys reached any peer (false: nobody took its records). */
   reachedPeers(): boolean;
   stop(): Promise<void>;
+}
+
+/** The peer id a bad peer started with `dir` will have: its identity is made now, before it starts. */
+export async function badPeerId(dir: string): Promise<string> {
+  return peerIdFromPrivateKey(await loadOrCreatePeerKey(join(dir, 'data'), silentLogger)).toString();
 }
 
 export async function startBadPeer(init: BadPeerInit): Promise<BadPeer> {

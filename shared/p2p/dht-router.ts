@@ -39,6 +39,7 @@ import { loadOrCreatePeerKey } from './identity.ts';
 import { IndexedDatastore } from './indexed-datastore.ts';
 import { pnetKeyBytes, type NetworkKey } from './network-key.ts';
 import { ProvideQueue } from './provide-queue.ts';
+import { askOrder } from './rendezvous.ts';
 import type { LivePeers, LookupOptions, Provider, Router } from './router.ts';
 
 export const DHT_PROTOCOL = '/shoal/kad/1.0.0';
@@ -265,11 +266,10 @@ export class DhtRouter implements Router, LivePeers {
       // kad-dht answers from its local provider store first, then asks the network.
       for await (const event of this.#node.services.dht.findProviders(keyToCid(key), { signal: querySignal })) {
         if (event.name !== 'PROVIDER') continue;
-        for (const peer of event.providers) {
-          const peerId = peer.id.toString();
-          if (peerId === this.peerId || seen.has(peerId)) continue;
-          const host = pickHost(peer.multiaddrs);
-          if (host === undefined) continue;
+        const found = event.providers.map((peer) => ({ peerId: peer.id.toString(), host: pickHost(peer.multiaddrs) }));
+        // The store lists records in key order: the same holder first for everyone.
+        for (const { peerId, host } of askOrder(found, this.peerId, key)) {
+          if (peerId === this.peerId || seen.has(peerId) || host === undefined) continue;
           seen.add(peerId);
           yield { peerId, host };
           if (seen.size >= count) return;

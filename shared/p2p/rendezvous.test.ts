@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { rendezvousPick } from './rendezvous.ts';
+import { askOrder, rendezvousPick } from './rendezvous.ts';
 
 const peers = (n: number) => Array.from({ length: n }, (_, i) => ({ peerId: `peer-${i}` }));
 const keys = Array.from({ length: 2000 }, (_, i) => `sha256:${i.toString(16).padStart(64, '0')}`);
@@ -37,5 +37,19 @@ describe('rendezvousPick', function () {
     }
     const moved = keys.filter((k) => rendezvousPick(joined, k)!.peerId !== rendezvousPick(before, k)!.peerId).length;
     assert.ok(moved < keys.length / 3, `${moved} of ${keys.length} keys moved for one new peer of six`);
+  });
+});
+
+describe('askOrder', function () {
+  it('orders every holder, the same whatever order they came in', function () {
+    const set = peers(5);
+    const order = askOrder(set, 'asker', keys[0]!).map((p) => p.peerId);
+    assert.deepEqual([...order].sort(), set.map((p) => p.peerId).sort());
+    assert.deepEqual(askOrder([...set].reverse(), 'asker', keys[0]!).map((p) => p.peerId), order);
+  });
+
+  it('sends different askers of one key to different holders first', function () {
+    const firsts = new Set(Array.from({ length: 40 }, (_, i) => askOrder(peers(4), `asker-${i}`, keys[0]!)[0]!.peerId));
+    assert.equal(firsts.size, 4);
   });
 });

@@ -7,15 +7,20 @@ import { createHash } from 'node:crypto';
 
 /** The candidate whose hash of (peerId, key) is highest; undefined for no candidates. */
 export function rendezvousPick<T extends { readonly peerId: string }>(candidates: Iterable<T>, key: string): T | undefined {
-  let best: T | undefined;
-  let bestScore: Buffer | undefined;
-  for (const candidate of candidates) {
-    const score = createHash('sha256').update(candidate.peerId).update('\0').update(key).digest();
-    // Ties (equal peer ids) go to the first: the same answer for the same list.
-    if (bestScore === undefined || Buffer.compare(score, bestScore) > 0) {
-      best = candidate;
-      bestScore = score;
-    }
-  }
-  return best;
+  return rendezvousOrder(candidates, key)[0];
+}
+
+/** The candidates by their hash of (peerId, key), highest first; ties (equal peer ids) keep their order. */
+export function rendezvousOrder<T extends { readonly peerId: string }>(candidates: Iterable<T>, key: string): T[] {
+  const scored = [...candidates].map((candidate) => ({ candidate, score: createHash('sha256').update(candidate.peerId).update('\0').update(key).digest() }));
+  return scored.sort((a, b) => Buffer.compare(b.score, a.score)).map((s) => s.candidate);
+}
+
+/**
+ * The order in which node `asker` tries the holders of `key`: one of its own
+ * for each asker and key, so the nodes that want a blob spread over the nodes
+ * that hold it rather than all asking the same one, and the same every time.
+ */
+export function askOrder<T extends { readonly peerId: string }>(holders: Iterable<T>, asker: string, key: string): T[] {
+  return rendezvousOrder(holders, `${asker}\0${key}`);
 }

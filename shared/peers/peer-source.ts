@@ -26,10 +26,11 @@ export interface PeerSourceInit {
   /** Providers tried per request, the first included (`--resolve-retries`). Default 3. */
   resolveRetries?: number;
   /**
-   * How long a lookup goes on looking for more providers, from its start.
-   * Default 500 ms: DHT lookups in a cluster find their providers in a few ms,
-   * so this only bounds how long a failover waits for a straggler, and a
-   * request with no good peer still gets its 404 well within containerd's patience.
+   * Longest wait for another provider once a failover wants one (the lookup
+   * searches further only then). Default 500 ms: DHT lookups in a cluster find
+   * their providers in a few ms, so this only bounds how long a failover waits
+   * for a straggler, and a request with no good peer still gets its 404 well
+   * within containerd's patience.
    */
   lookupTimeoutMs?: number;
   /**
@@ -215,7 +216,7 @@ export class PeerSource {
       want: this.#resolveRetries,
       lookupCount: this.#resolveRetries + Math.min(this.#quarantine.size, MAX_SKIPPED_PER_LOOKUP),
       firstTimeoutMs: this.#resolveTimeoutMs,
-      overallTimeoutMs: this.#lookupTimeoutMs,
+      laterTimeoutMs: this.#lookupTimeoutMs,
       skip: (p) => this.#quarantine.has(p.peerId),
       signal,
       onResolved: (outcome, seconds) => this.#metrics.resolveDuration.observe({ outcome }, seconds),

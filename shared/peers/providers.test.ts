@@ -13,7 +13,7 @@ function start(router: ScriptedRouter, init: Partial<ProvidersInit> = {}) {
     want: 3,
     lookupCount: 3,
     firstTimeoutMs: 20,
-    overallTimeoutMs: 2000,
+    laterTimeoutMs: 2000,
     skip: () => false,
     signal: AbortSignal.timeout(10_000),
     onResolved: (outcome, seconds) => outcomes.push({ outcome, seconds }),
@@ -49,14 +49,25 @@ describe('Providers', () => {
     assert.equal(await providers.next(), undefined, 'closed: no more');
   });
 
-  it('ends at the overall deadline when the lookup finds nothing more', async () => {
+  it('ends the later timeout after another provider is wanted, when the lookup finds nothing more', async () => {
     const router = new ScriptedRouter([{ provider: p(2), atMs: 0 }]);
-    const { providers } = start(router, { overallTimeoutMs: 150 });
+    const { providers } = start(router, { laterTimeoutMs: 150 });
     assert.deepEqual(await providers.next(), p(2));
     const started = Date.now();
     assert.equal(await providers.next(), undefined);
     const elapsed = Date.now() - started;
     assert.ok(elapsed >= 100 && elapsed < 150 + 200, `ended after ${elapsed} ms`);
+  });
+
+  it('looks no further than the first provider until another is wanted, however long that takes', async () => {
+    const router = new ScriptedRouter([2, 3, 4].map((n) => ({ provider: p(n), atMs: 0 })));
+    const { providers } = start(router, { laterTimeoutMs: 50 });
+    assert.deepEqual(await providers.next(), p(2));
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    assert.equal(router.yielded, 1, 'the lookup waited');
+    assert.deepEqual(await providers.next(), p(3), 'wanted after more than the later timeout: still looked for');
+    assert.equal(router.yielded, 2);
+    providers.close();
   });
 
   it('skips providers it is told to, and hands out at most `want`, each once', async () => {

@@ -148,6 +148,8 @@ function flipped(content: Buffer): Buffer {
  */
 export class ScriptedRouter implements Router {
   readonly lookups: string[] = [];
+  /** Providers handed out so far, over all lookups. */
+  yielded = 0;
   readonly #script: readonly { readonly provider: Provider; readonly atMs: number }[];
 
   constructor(script: readonly { readonly provider: Provider; readonly atMs: number }[]) {
@@ -163,6 +165,7 @@ export class ScriptedRouter implements Router {
         if (yielded >= options.count) return;
         await sleep(Math.max(0, atMs - (Date.now() - started)), undefined, { signal: options.signal });
         yielded++;
+        this.yielded++;
         yield provider;
       }
       await sleep(60_000, undefined, { signal: options.signal });
