@@ -4,7 +4,9 @@
  * The download appends the source's bytes to the entry's file and hashes them
  * as they come, coalescing the writes (see coalescing-writer.ts); when the
  * source fails mid-way it is asked again from the byte it stopped at. Readers
- * read what is on disk and wait for the next write (an event, never a poll).
+ * take what was received and wait for the next chunk (an event, never a poll):
+ * the last chunks received from memory (see recent-chunks.ts), older bytes
+ * from the file. Once the download has ended, only the file is read.
  * A reader never gets the last byte it wants until the whole blob has matched
  * its size and digest: a client cannot end up with a complete body that is
  * wrong. When the download fails, every reader fails with its error (a
@@ -15,13 +17,16 @@ import { newHasher, type Digest } from '../../shared/digest.ts';
 import type { Logger } from '../../shared/log.ts';
 import { ContentMismatchError, type Slice } from '../../shared/verify.ts';
 import { CoalescingWriter } from './coalescing-writer.ts';
+import { RecentChunks } from './recent-chunks.ts';
 import { resumable } from './resumable.ts';
 
 /**
  * Where a download's bytes come from: the blob's bytes `offset` to the end.
  * Asked once with offset 0, then again from where it stopped after each
  * failure, up to the spool's resume limit. The signal fires when the spool
- * closes. A chunk is kept until it is written: the source must not reuse it.
+ * closes. A chunk is kept, and readers pass views of it on to every client
+ * reading: the source must not reuse it, nor take it from a ChunkPool (the
+ * first response to write it would give it back to the pool).
  */
 export type BlobSource = (offset: number, signal: AbortSignal) => Promise<AsyncIterable<Uint8Array>>;
 
@@ -91,10 +96,12 @@ export class SpoolEntry {
   #state: SpoolState = 'downloading';
   #error: Error | undefined;
   #written = 0;
+  /** The last chunks received (its end: the bytes received); emptied when the download ends. */
+  readonly #recent = new RecentChunks();
   #readers = 0;
   #retired = false;
   #linger: NodeJS.Timeout | undefined;
-  /** Resolved, and replaced, on every append and state change: what waiting readers await. */
+  /** Resolved, and replaced, on every chunk received and state change: what waiting readers await. */
   #changed = Promise.withResolvers<void>();
 
   private constructor(init: EntryInit) {
@@ -183,19 +190,28 @@ export class SpoolEntry {
       // Each pass reads at least a byte or waits for the next change; the download's end (or stop) ends the waits.
       while (pos <= end && !stop.stopped) {
         this.#throwIfFailed();
-        // Until the blob is verified, the last wanted byte stays on disk.
-        const limit = this.#state === 'complete' ? end + 1 : Math.min(this.#written, end);
+        // Until the blob is verified, the last wanted byte is held back.
+        const limit = this.#state === 'complete' ? end + 1 : Math.min(this.#recent.end, end);
         if (pos >= limit) {
           await this.#changed.promise;
           continue;
         }
         const partial = this.#state !== 'complete';
-        const length = Math.min(limit - pos, READ_CHUNK);
-        const buffer = Buffer.allocUnsafe(length);
+        const recent = this.#recent.at(pos, limit - pos);
+        if (recent !== undefined) {
+          pos += recent.length;
+          this.#init.observer.served?.(this.digest, recent.length, partial);
+          yield recent;
+          continue;
+        }
+        // Behind the window (or the download has ended): the bytes are on disk.
+        const length = Math.min(limit, this.#written) - pos;
+        if (length <= 0) throw new Error(`${this.digest.text}: byte ${pos} is neither in memory nor on disk`);
+        const buffer = Buffer.allocUnsafe(Math.min(length, READ_CHUNK));
         let bytesRead: number;
         try {
           file ??= await open(this.#init.path, 'r');
-          ({ bytesRead } = await file.read(buffer, 0, length, pos));
+          ({ bytesRead } = await file.read(buffer, 0, buffer.length, pos));
         } catch (err) {
           // The download failed (and its file went) under us: say why it failed, not what that did to the read.
           this.#throwIfFailed();
@@ -225,9 +241,10 @@ export class SpoolEntry {
     try {
       // `wx`: a file left by anything else is an error, never appended to.
       file = await open(path, 'wx');
+      // Readers wait for bytes received, not written: a write wakes nobody.
       const fileWriter = new CoalescingWriter(file, (bytes) => {
         this.#written = bytes;
-        this.#notify();
+        this.#recent.trim(bytes);
       });
       writer = fileWriter;
       const chunks = resumable({
@@ -247,6 +264,9 @@ export class SpoolEntry {
       });
       for await (const chunk of chunks) {
         hasher.update(chunk);
+        this.#recent.push(chunk);
+        this.#recent.trim(this.#written);
+        this.#notify();
         await fileWriter.write(chunk);
       }
       // Once complete, readers take every byte up to the size from the file.
@@ -256,11 +276,14 @@ export class SpoolEntry {
       await file.close();
       file = undefined;
       this.#state = 'complete';
+      this.#recent.clear();
     } catch (err) {
       await writer?.discard();
       await file?.close().catch(() => {});
       this.#state = 'failed';
       this.#error = err instanceof Error ? err : new Error(String(err));
+      // Only now: a reader that still sees 'downloading' may need bytes that never reached the disk.
+      this.#recent.clear();
     }
     this.#notify();
     observer.finished?.(digest, this.#state, this.#error);

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, type Digest } from '../../shared/digest.ts';
 import { ContentMismatchError, type Slice } from '../../shared/verify.ts';
 import { SpoolEntryGoneError, type BlobSource, type SpoolObserver } from './entry.ts';
+import { WINDOW_BYTES } from './recent-chunks.ts';
 import { Spool, type SpoolInit } from './spool.ts';
 
 const PIECE = 16 * 1024;
@@ -87,6 +88,50 @@ async function replaceWritev(scratch: string, spy: (real: Writev) => Writev): Pr
   };
 }
 
+interface FileRead {
+  bytes: number;
+  /** Whether `during()` held when the read was asked. */
+  during: boolean;
+}
+
+type Read = (this: FileHandle, buffer: Uint8Array, offset: number, length: number, position: number) => Promise<{ bytesRead: number }>;
+
+/** Records every read of a file (the entry's readers) until the returned restore is called. */
+async function recordReads(scratch: string, during: () => boolean): Promise<{ reads: FileRead[]; restore: () => void }> {
+  const probe = await open(join(scratch, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { read: Read };
+  await probe.close();
+  const real = proto.read;
+  const reads: FileRead[] = [];
+  proto.read = async function (buffer, offset, length, position) {
+    const asked = during();
+    const result = await real.call(this, buffer, offset, length, position);
+    reads.push({ bytes: result.bytesRead, during: asked });
+    return result;
+  };
+  return {
+    reads,
+    restore: () => {
+      proto.read = real;
+    },
+  };
+}
+
+/** Bytes read from files while the download was in progress. */
+const readDuring = (reads: FileRead[]) => reads.reduce((n, r) => n + (r.during ? r.bytes : 0), 0);
+
+/** Reads `reader` into `got`, piece by piece; resolves with its error, if any. */
+async function drain(reader: AsyncIterable<Uint8Array>, got: Uint8Array[]): Promise<Error | undefined> {
+  try {
+    for await (const chunk of reader) got.push(chunk);
+  } catch (error) {
+    return error as Error;
+  }
+  return undefined;
+}
+
+const length = (pieces: Uint8Array[]) => pieces.reduce((n, p) => n + p.length, 0);
+
 /** Observer hooks recorded as lines, and the bytes served. */
 function recorder(): SpoolObserver & { events: string[]; bytesServed: { partial: number; complete: number } } {
   const events: string[] = [];
@@ -109,7 +154,8 @@ function recorder(): SpoolObserver & { events: string[]; bytesServed: { partial:
 describe('Spool', function () {
   let root: string;
   let dir: string;
-  let restoreWritev: (() => void) | undefined;
+  /** Undo what a test put in the place of FileHandle methods. */
+  const restores: (() => void)[] = [];
   const spools: Spool[] = [];
   const openSpool = async (init: Partial<SpoolInit> = {}) => {
     const spool = await Spool.open({ dir, maxBytes: 64 * 1024 * 1024, lingerMs: 0, ...init });
@@ -127,8 +173,7 @@ describe('Spool', function () {
     dir = join(root, 'spool');
   });
   afterEach(async function () {
-    restoreWritev?.();
-    restoreWritev = undefined;
+    for (const restore of restores.splice(0)) restore();
     await Promise.all(spools.splice(0).map((s) => s.close()));
     await rm(root, { recursive: true, force: true });
   });
@@ -282,16 +327,119 @@ describe('Spool', function () {
     });
   });
 
+  describe('reading at the head', function () {
+    /** Holds every write until the returned release is called (or the test ends): the bytes are received, and none is on disk. */
+    const holdWrites = async () => {
+      const released = Promise.withResolvers<void>();
+      restores.push(() => released.resolve());
+      restores.push(
+        await replaceWritev(root, (real) =>
+          async function (buffers, position) {
+            await released.promise;
+            return real.call(this, buffers, position);
+          },
+        ),
+      );
+      return () => released.resolve();
+    };
+
+    it('gives readers at the head the chunks received, from memory: no copy, no file read until the download ends', async function () {
+      const spool = await openSpool();
+      const source = new TestSource(bytes);
+      const half = 6 * PIECE;
+      const held = gateAt(half);
+      source.gate = held.gate;
+      // The spy looks at the entry only when a file is read, by then it exists.
+      const { reads, restore } = await recordReads(root, () => entry.state === 'downloading');
+      restores.push(restore);
+      const entry = spool.download(digest, bytes.length, source.source)!;
+      const got = [[], [], [], []] as Uint8Array[][];
+      const sliceGot: Uint8Array[] = [];
+      const readers = [...got.map((pieces) => drain(entry.reader(), pieces)), drain(entry.reader({ start: PIECE + 5, end: 150_000 }), sliceGot)];
+      await until(() => got.every((pieces) => length(pieces) === half), 'every reader to have what was received');
+      assert.equal(entry.state, 'downloading');
+      for (const piece of got.flat()) assert.equal(piece.buffer, bytes.buffer, "a view of the source's chunk");
+      held.open();
+      assert.equal(await entry.done, 'complete');
+      assert.deepEqual(await Promise.all(readers), [undefined, undefined, undefined, undefined, undefined]);
+      for (const pieces of got) assert.ok(Buffer.concat(pieces).equals(bytes));
+      assert.ok(Buffer.concat(sliceGot).equals(bytes.subarray(PIECE + 5, 150_001)));
+      assert.equal(readDuring(reads), 0, `${readDuring(reads)} bytes read from the file during the download`);
+    });
+
+    it('gives a reader behind the window the file up to it, then the window, and keeps the window within its bound', async function () {
+      const piece = 64 * 1024;
+      const blob = randomBytes(WINDOW_BYTES + 4 * 1024 * 1024 + 77);
+      const received = WINDOW_BYTES + 2 * 1024 * 1024;
+      const spool = await openSpool();
+      const source = new TestSource(blob, piece);
+      const held = gateAt(received);
+      source.gate = held.gate;
+      // The spy looks at the entry only when a file is read, by then it exists.
+      const { reads, restore } = await recordReads(root, () => entry.state === 'downloading');
+      restores.push(restore);
+      const entry = spool.download(digestOf(blob), blob.length, source.source)!;
+      await until(() => entry.written === received, 'the bytes before the gate on disk');
+      const got: Uint8Array[] = [];
+      const reading = drain(entry.reader(), got);
+      await until(() => length(got) === received, 'the late reader to catch up');
+      const fromFile = readDuring(reads);
+      // Bytes older than the bound are no longer in memory; the file is read only up to the window (within a read).
+      assert.ok(fromFile >= received - WINDOW_BYTES, `${fromFile} bytes from the file`);
+      assert.ok(fromFile < received - WINDOW_BYTES + 1024 * 1024, `${fromFile} bytes from the file`);
+      held.open();
+      assert.equal(await entry.done, 'complete');
+      assert.equal(await reading, undefined);
+      assert.ok(Buffer.concat(got).equals(blob));
+      assert.equal(readDuring(reads), fromFile, 'at the head again: no more file reads');
+    });
+
+    it('holds back the last byte while every byte is in memory, none on disk, until the blob is verified', async function () {
+      const release = await holdWrites();
+      const spool = await openSpool();
+      const entry = spool.download(digest, bytes.length, new TestSource(bytes).source)!;
+      const whole: Uint8Array[] = [];
+      const tail: Uint8Array[] = [];
+      const readers = [drain(entry.reader(), whole), drain(entry.reader({ start: bytes.length - 10, end: bytes.length - 1 }), tail)];
+      await until(() => length(whole) === bytes.length - 1 && length(tail) === 9, 'all but the last byte');
+      await sleep(20);
+      assert.equal(entry.written, 0);
+      assert.equal(entry.state, 'downloading');
+      assert.deepEqual([length(whole), length(tail)], [bytes.length - 1, 9], 'the last byte is received but held back');
+      release();
+      assert.deepEqual(await Promise.all(readers), [undefined, undefined]);
+      assert.ok(Buffer.concat(whole).equals(bytes));
+      assert.ok(Buffer.concat(tail).equals(bytes.subarray(-10)));
+    });
+
+    it('fails every reader of a corrupt download received whole, none having had the last byte', async function () {
+      const release = await holdWrites();
+      const spool = await openSpool();
+      const corrupt = Buffer.from(bytes);
+      corrupt[150_000] = corrupt[150_000]! ^ 0xff;
+      const entry = spool.download(digest, bytes.length, new TestSource(corrupt).source)!;
+      const got = [[], [], [], []] as Uint8Array[][];
+      const readers = got.map((pieces) => drain(entry.reader(), pieces));
+      await until(() => got.every((pieces) => length(pieces) === bytes.length - 1), 'all but the last byte');
+      release();
+      for (const error of await Promise.all(readers)) assert.ok(error instanceof ContentMismatchError, String(error));
+      for (const pieces of got) assert.ok(Buffer.concat(pieces).equals(corrupt.subarray(0, -1)));
+      assert.equal(entry.state, 'failed');
+    });
+  });
+
   describe('writing', function () {
     it('coalesces a fast source of small chunks into few writes, byte for byte, with a reader reading along', async function () {
       const blob = randomBytes(2 * 1024 * 1024 + 5);
       const piece = 1024;
       const writes: number[] = [];
-      restoreWritev = await replaceWritev(root, (real) =>
-        function (buffers, position) {
-          writes.push(buffers.reduce((n, b) => n + b.length, 0));
-          return real.call(this, buffers, position);
-        },
+      restores.push(
+        await replaceWritev(root, (real) =>
+          function (buffers, position) {
+            writes.push(buffers.reduce((n, b) => n + b.length, 0));
+            return real.call(this, buffers, position);
+          },
+        ),
       );
       const spool = await openSpool();
       const entry = spool.download(digestOf(blob), blob.length, new TestSource(blob, piece).source)!;
@@ -310,7 +458,7 @@ describe('Spool', function () {
     });
 
     it('fails the download when a write fails, without asking the source again', async function () {
-      restoreWritev = await replaceWritev(root, () => () => Promise.reject(new Error('ENOSPC: no space left on device')));
+      restores.push(await replaceWritev(root, () => () => Promise.reject(new Error('ENOSPC: no space left on device'))));
       const spool = await openSpool();
       const source = new TestSource(bytes);
       const entry = spool.download(digest, bytes.length, source.source)!;
@@ -344,12 +492,14 @@ describe('Spool', function () {
       // Writes wait until the source has failed: its last chunks are held in memory when it does.
       const failed = Promise.withResolvers<void>();
       const writes: number[] = [];
-      restoreWritev = await replaceWritev(root, (real) =>
-        async function (buffers, position) {
-          writes.push(buffers.length);
-          await failed.promise;
-          return real.call(this, buffers, position);
-        },
+      restores.push(
+        await replaceWritev(root, (real) =>
+          async function (buffers, position) {
+            writes.push(buffers.length);
+            await failed.promise;
+            return real.call(this, buffers, position);
+          },
+        ),
       );
       const spool = await openSpool();
       const source = new TestSource(bytes);
