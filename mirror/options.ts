@@ -33,10 +33,7 @@ export const serveFlags = {
   resolveRetries: flag.int('How many peers a miss tries before giving up.', 3, 1, 20),
   peerRegistryPort: flag.int("The port of other nodes' mirrors (the registry port, the same on every node).", 5000, 1, 65535),
   peerIdleTimeout: flag.duration('A peer that sends no bytes for this long is cut, and the next peer resumes.', '5s'),
-  // Off by default for now: measured here, a fresh image pulled through the fallback took 2-3x as
-  // long as containerd pulling it directly (each chunk crosses two spools), and Shoal must never make
-  // a pull slower. On, it gives one upstream download per blob for the whole cluster.
-  upstreamFallback: flag.bool('Fetch what neither this node nor its peers hold from the mirrored registry itself, one download per blob for the cluster; false: answer 404 and let containerd go upstream.', false),
+  upstreamFallback: flag.bool('Fetch what neither this node nor its peers hold from the mirrored registry itself, one download per blob for the cluster; false: answer 404 and let containerd go upstream.', true),
   // 10 GiB: room for a few large images in flight at once; complete files leave within seconds, so it is not a cache.
   spoolMaxBytes: flag.int('Most bytes of upstream downloads held at once under <data-dir>/spool; a blob that does not fit is left to containerd (404).', 10 * 1024 ** 3, 0),
   registryCredentialsFile: flag.string("This node's pull credentials for upstream, dockerconfigjson (or dockercfg) content; empty: anonymous.", '', 'PATH'),

@@ -78,6 +78,8 @@ export async function startPeersFixture(init: PeersFixtureInit): Promise<PeersFi
           mirrorEnv: ({ index }) => settings[index]!.env,
           mirrorCommandPrefix: ({ index }) => cgroups.get(index)?.commandPrefix,
           mirrorLogLevel: 'info',
+          // Part 2 measures the peer network: a miss is the 404 that sends containerd upstream.
+          mirrorArgs: ['--upstream-fallback=false'],
         }),
       ),
       step(`image of ${init.digests} tiny layers built`, () => buildManyLayers({ dir: join(runDir, 'img-many'), layers: init.digests, layerBytes: TINY_LAYER_BYTES, tag: 'v1' })),

@@ -3,6 +3,7 @@
  * and its table. A failed or wrong pull makes the run invalid; a missed target
  * is a result.
  */
+import { cpus } from 'node:os';
 import type { Check } from './report.ts';
 import { median, summarize, type Summary } from './stats.ts';
 import { mibNumber, table } from './table.ts';
@@ -109,6 +110,15 @@ export function formatUpstreamReport(f: UpstreamFigures, run: UpstreamRun): stri
     ),
   );
   out.push(`one node through Shoal / containerd alone: ${f.loneRatio.toFixed(2)} (a lone pull should not be slower)`);
+  const all = f.kinds.find((k) => k.kind === 'shoal-all')!;
+  const cores = cpus().length;
+  // Every simulated node's containerd shares this machine's cores: a round that fills them measures the machine.
+  if (all.busy > 0.9) {
+    out.push(
+      `every node through Shoal was CPU-bound: ${(all.busy * 100).toFixed(0)}% of ${cores} cores busy; the nodes' containerd and ctr took ` +
+        `${(all.containerdCores + all.ctrCores).toFixed(2)} cores of it, as much as ${((all.containerdCores + all.ctrCores) * all.wall.median / cores).toFixed(1)} s of the whole machine, the mirrors ${all.mirrorCores.toFixed(2)}`,
+    );
+  }
   out.push('cores: CPU over the wall time (1 = one core busy throughout); machine busy: share of all cores.');
   return out.join('\n');
 }

@@ -79,7 +79,7 @@ export async function runUpstream(init: UpstreamInit): Promise<UpstreamRun> {
   try {
     host = await createThrottledHost({ rateMbit: config.rateMbit });
     log(`  upstream on ${host.ip} behind tc tbf ${config.rateMbit} Mbit/s (namespace ${host.name})`);
-    cluster = await startCluster({ nodes: config.nodes, registry: { host }, mirrorArgs: ['--upstream-fallback'], mirrorLogLevel: 'info' });
+    cluster = await startCluster({ nodes: config.nodes, registry: { host }, mirrorLogLevel: 'info' });
     const c = cluster;
     result.runDir = c.runDir;
     result.nodes = c.nodes.map((n) => n.name);
