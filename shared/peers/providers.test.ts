@@ -66,7 +66,8 @@ describe('Providers', () => {
     await new Promise((resolve) => setTimeout(resolve, 120));
     assert.equal(router.yielded, 1, 'the lookup waited');
     assert.deepEqual(await providers.next(), p(3), 'wanted after more than the later timeout: still looked for');
-    assert.equal(router.yielded, 2);
+    assert.deepEqual(router.lookups, ['sha256:abc', 'sha256:abc'], 'a new lookup for the second');
+    assert.equal(router.running, 0, 'no lookup runs between providers');
     providers.close();
   });
 

@@ -150,6 +150,8 @@ export class ScriptedRouter implements Router {
   readonly lookups: string[] = [];
   /** Providers handed out so far, over all lookups. */
   yielded = 0;
+  /** Lookups not ended yet. */
+  running = 0;
   readonly #script: readonly { readonly provider: Provider; readonly atMs: number }[];
 
   constructor(script: readonly { readonly provider: Provider; readonly atMs: number }[]) {
@@ -158,6 +160,7 @@ export class ScriptedRouter implements Router {
 
   async *lookup(key: string, options: LookupOptions): AsyncGenerator<Provider> {
     this.lookups.push(key);
+    this.running++;
     const started = Date.now();
     let yielded = 0;
     try {
@@ -171,6 +174,8 @@ export class ScriptedRouter implements Router {
       await sleep(60_000, undefined, { signal: options.signal });
     } catch {
       // Aborted: a lookup just ends.
+    } finally {
+      this.running--;
     }
   }
 
