@@ -88,13 +88,22 @@ export async function runLocal(init: LocalInit): Promise<LocalRun> {
   } catch (err) {
     result.error = (err as Error).stack ?? String(err);
   } finally {
-    log('teardown');
-    try {
-      await fixture?.stop();
-      if (fixture !== undefined && !init.keepRunDir) rmSync(fixture.runDir, { recursive: true, force: true });
-    } catch (err) {
-      result.teardownError = err instanceof AggregateError ? `${err.message}: ${err.errors.map(String).join('; ')}` : String(err);
-    }
+    result.teardownError = await tearDown(init, fixture);
   }
   return result;
+}
+
+/**
+ * Stops what a part started and removes its run directory (unless kept);
+ * says what went wrong, for the JSON's teardownError.
+ */
+export async function tearDown(init: PartInit<unknown>, started: { stop(): Promise<void>; runDir: string } | undefined): Promise<string | undefined> {
+  init.log('teardown');
+  try {
+    await started?.stop();
+    if (started !== undefined && !init.keepRunDir) rmSync(started.runDir, { recursive: true, force: true });
+    return undefined;
+  } catch (err) {
+    return err instanceof AggregateError ? `${err.message}: ${err.errors.map(String).join('; ')}` : String(err);
+  }
 }

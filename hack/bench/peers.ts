@@ -12,7 +12,6 @@
  * shipped, its record store emptied: it must ask the network, as most nodes of
  * a larger cluster must.
  */
-import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readMetric } from '../harness/http.ts';
 import { measureLookups, type LookupResult } from './lookups.ts';
@@ -20,7 +19,7 @@ import { readMemory, type MemorySnapshot } from './memory.ts';
 import { startPeersFixture, type PeersFixture } from './peers-fixture.ts';
 import { measurePulls, type PullRound } from './pulls.ts';
 import { AS_SHIPPED, RECOMMENDED } from './runtime-settings.ts';
-import type { PartInit } from './local.ts';
+import { tearDown, type PartInit } from './local.ts';
 
 export interface PeersConfig {
   /** Tiny layers the holder advertises. */
@@ -189,13 +188,8 @@ export async function runPeers(init: PeersInit): Promise<PeersRun> {
   } catch (err) {
     result.error = (err as Error).stack ?? String(err);
   } finally {
-    log('teardown');
-    try {
-      await fixture?.stop();
-      if (fixture !== undefined && !init.keepRunDir) rmSync(fixture.cluster.runDir, { recursive: true, force: true });
-    } catch (err) {
-      result.teardownError = err instanceof AggregateError ? `${err.message}: ${err.errors.map(String).join('; ')}` : String(err);
-    }
+    const f = fixture;
+    result.teardownError = await tearDown(init, f && { stop: () => f.stop(), runDir: f.cluster.runDir });
   }
   return result;
 }

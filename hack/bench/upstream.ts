@@ -11,7 +11,6 @@
  * cluster's first sight of it, as in a rollout. A containerd-alone one reuses
  * one image, removed from every node before each pull.
  */
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCluster, type Cluster, type ClusterNode } from '../harness/cluster.ts';
@@ -21,7 +20,7 @@ import { buildAndPush, type PushedImage } from '../harness/images.ts';
 import { createThrottledHost, type ThrottledHost } from '../harness/netns.ts';
 import { waitUntil } from '../harness/procs.ts';
 import { pulledBlobs } from '../harness/pulled.ts';
-import type { PartInit } from './local.ts';
+import { tearDown, type PartInit } from './local.ts';
 import { childrenTicks, cpuTicks, systemShares, systemTicks } from './procstat.ts';
 import { checkHolds, makeCold, type Pull } from './pulls.ts';
 
@@ -124,15 +123,8 @@ export async function runUpstream(init: UpstreamInit): Promise<UpstreamRun> {
   } catch (err) {
     result.error = (err as Error).stack ?? String(err);
   } finally {
-    log('teardown');
-    try {
-      await cluster?.stop();
-      if (cluster !== undefined && !init.keepRunDir) rmSync(cluster.runDir, { recursive: true, force: true });
-    } catch (err) {
-      result.teardownError = err instanceof AggregateError ? `${err.message}: ${err.errors.map(String).join('; ')}` : String(err);
-    } finally {
-      await host?.remove();
-    }
+    result.teardownError = await tearDown(init, cluster);
+    await host?.remove();
   }
   return result;
 }
