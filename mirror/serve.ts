@@ -66,7 +66,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<Runn
     logger: logger.with({ component: 'peers' }),
     metrics,
   });
-  const upstream = options.upstreamFallback ? await startUpstreamFallback(options, router, metricsRegistry, metrics, logger) : undefined;
+  const upstream = options.upstreamFallback ? await startUpstreamFallback(options, router, peers, metricsRegistry, metrics, logger) : undefined;
   const registryServer: Server = createServer(createRegistryHandler({ store, mirroredRegistries: options.mirroredRegistries, logger, metrics, peers, upstream: upstream?.fallback }));
   // Keep-alive longer than containerd's idle pool so it reuses connections across a pull.
   registryServer.keepAliveTimeout = 65_000;
@@ -100,6 +100,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<Runn
 async function startUpstreamFallback(
   options: ServeOptions,
   router: DhtRouter,
+  peers: PeerSource,
   metricsRegistry: Registry,
   metrics: MirrorMetrics,
   logger: Logger,
@@ -125,6 +126,7 @@ async function startUpstreamFallback(
     credentials,
     selfId: router.peerId,
     peers: router,
+    quarantine: peers,
     peerRegistryPort: options.peerRegistryPort,
     upstreamIdleTimeoutMs: options.upstreamIdleTimeout,
     peerIdleTimeoutMs: options.peerIdleTimeout,

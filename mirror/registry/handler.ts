@@ -99,7 +99,7 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
       }
       case 'blob':
         if (remote === undefined && isPeerRequest(req.headers) && init.upstream !== undefined) {
-          await sendBlobToPeer(req, res, head, route, init.upstream, upstream?.registry);
+          await sendBlobToPeer(req, res, head, route, init.upstream, upstream?.registry, signal);
           return;
         }
         await sendBlob(req, res, head, route, remote);
@@ -202,7 +202,7 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
       if (await sendPeerBlob(req, res, head, route, remote)) return;
       if (remote.upstream !== undefined) {
         const { fallback, registry } = remote.upstream;
-        await sendSpooledBlob(req, res, head, digest, () => fallback.blob(registry, route.name, digest, false), false);
+        await sendSpooledBlob(req, res, head, digest, () => fallback.blob(registry, route.name, digest, false, remote.signal), false);
         return;
       }
     }
@@ -303,14 +303,22 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
    * may still be downloading (and is started if need be); anything else from
    * the store.
    */
-  async function sendBlobToPeer(req: IncomingMessage, res: ServerResponse, head: boolean, route: Route & { kind: 'blob' }, fallback: UpstreamFallback, registry: string | undefined): Promise<void> {
+  async function sendBlobToPeer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    head: boolean,
+    route: Route & { kind: 'blob' },
+    fallback: UpstreamFallback,
+    registry: string | undefined,
+    signal: AbortSignal,
+  ): Promise<void> {
     const digest = route.digest;
     // Without the header a peer asks for what this node advertises: its store only.
     if (registry === undefined || req.headers[UPSTREAM_FETCH_HEADER.toLowerCase()] === undefined || (await store.size(digest)) !== undefined) {
       await sendBlob(req, res, head, route, undefined);
       return;
     }
-    await sendSpooledBlob(req, res, head, digest, () => fallback.blob(registry, route.name, digest, true), true);
+    await sendSpooledBlob(req, res, head, digest, () => fallback.blob(registry, route.name, digest, true, signal), true);
   }
 
   /**

@@ -12,8 +12,7 @@
  * its start until its file is removed. A download that does not fit is
  * refused (download() returns undefined) after evicting complete files nobody
  * reads; bytes still downloading or being read are never evicted. A refused
- * caller streams from upstream without the spool, or answers 404 so the
- * client goes upstream itself.
+ * caller answers 404, so the client goes upstream itself.
  */
 import { mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -19,6 +19,8 @@ import { UPSTREAM_FETCH_HEADER, UpstreamFallback } from './fallback.ts';
 import { RelayedBlob } from './relay.ts';
 
 const bytes = randomBytes(300 * 1024);
+/** A client that stays. */
+const live = new AbortController().signal;
 const digest = digestOf(bytes);
 
 /** Serves `bytes` from the Range's start; `cutAt`: ends the connection after that many bytes of the first answer. */
@@ -65,6 +67,14 @@ describe('UpstreamFallback', function () {
     await rm(root, { recursive: true, force: true });
   });
 
+  /** Peers that sent wrong bytes, as PeerSource keeps them. */
+  const quarantined = new Set<string>();
+  const quarantine = { isQuarantined: (id: string) => quarantined.has(id), reportCorrupt: (ids: Iterable<string>) => {
+      for (const id of ids) quarantined.add(id);
+    },
+  };
+  afterEach(() => quarantined.clear());
+
   async function setup(upstream: TestServer, selfId: string, peers: Provider[], ownerPort: number) {
     const spool = await Spool.open({ dir: join(root, 'spool'), maxBytes: 1 << 20, lingerMs: 10_000, isResumable: isResumableUpstreamFailure });
     const metrics = createMirrorMetrics(new Registry());
@@ -73,6 +83,7 @@ describe('UpstreamFallback', function () {
       spool,
       selfId,
       peers: { livePeers: () => Promise.resolve(peers) },
+      quarantine,
       peerRegistryPort: ownerPort,
       upstreamIdleTimeoutMs: 500,
       peerIdleTimeoutMs: 500,
@@ -89,7 +100,7 @@ describe('UpstreamFallback', function () {
     const upstream = await blobServer();
     closers.push(upstream);
     const { fallback, metrics } = await setup(upstream, 'alone', [], 1);
-    const entries = await Promise.all([1, 2, 3].map(() => fallback.blob(upstream.host, 'team/app', digest, false)));
+    const entries = await Promise.all([1, 2, 3].map(() => fallback.blob(upstream.host, 'team/app', digest, false, live)));
     for (const entry of entries) assert.ok((await readAll(entry)).equals(bytes));
     assert.equal(blobGets(upstream).length, 1);
     assert.equal((await metrics.upstreamBytes.get()).values[0]?.value, bytes.length);
@@ -101,7 +112,7 @@ describe('UpstreamFallback', function () {
     closers.push(upstream, owner);
     const ownerPort = Number(owner.host.split(':')[1]);
     const { fallback, spool } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], ownerPort);
-    const blob = await fallback.blob(upstream.host, 'team/app', digest, false);
+    const blob = await fallback.blob(upstream.host, 'team/app', digest, false, live);
     assert.ok(blob instanceof RelayedBlob);
     assert.ok((await readAll(blob)).equals(bytes));
     assert.equal(spool.usedBytes, 0);
@@ -116,7 +127,7 @@ describe('UpstreamFallback', function () {
     const owner = await blobServer();
     closers.push(upstream, owner);
     const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(owner.host.split(':')[1]));
-    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, true))).equals(bytes));
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, true, live))).equals(bytes));
     assert.equal(owner.requests.length, 0);
     assert.equal(blobGets(upstream).length, 1);
   });
@@ -125,10 +136,10 @@ describe('UpstreamFallback', function () {
     const upstream = await blobServer();
     closers.push(upstream);
     const { fallback } = await setup(upstream, 'alone', [], 1);
-    const [mine, theirs] = await Promise.all([fallback.blob(upstream.host, 'team/app', digest, false), fallback.blob(upstream.host, 'team/app', digest, true)]);
+    const [mine, theirs] = await Promise.all([fallback.blob(upstream.host, 'team/app', digest, false, live), fallback.blob(upstream.host, 'team/app', digest, true, live)]);
     assert.equal(mine, theirs);
     const other = digestOf(Buffer.from('other'));
-    const [first, second] = await Promise.all([fallback.blob(upstream.host, 'team/app', other, true), fallback.blob(upstream.host, 'team/app', other, false)]);
+    const [first, second] = await Promise.all([fallback.blob(upstream.host, 'team/app', other, true, live), fallback.blob(upstream.host, 'team/app', other, false, live)]);
     assert.equal(first, second);
     assert.equal(blobGets(upstream).length, 2);
   });
@@ -139,7 +150,7 @@ describe('UpstreamFallback', function () {
     await gone.close();
     closers.push(upstream);
     const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(gone.host.split(':')[1]));
-    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false))).equals(bytes));
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false, live))).equals(bytes));
     assert.equal(blobGets(upstream).length, 1);
   });
 
@@ -148,7 +159,7 @@ describe('UpstreamFallback', function () {
     const owner = await blobServer(100_000);
     closers.push(upstream, owner);
     const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(owner.host.split(':')[1]));
-    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false))).equals(bytes));
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false, live))).equals(bytes));
     const gets = blobGets(upstream);
     assert.equal(gets.length, 1);
     assert.match(gets[0]!.headers.range ?? '', /^bytes=[1-9][0-9]*-$/);
@@ -162,12 +173,38 @@ describe('UpstreamFallback', function () {
     });
     closers.push(upstream, liar);
     const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(liar.host.split(':')[1]));
-    const blob = await fallback.blob(upstream.host, 'team/app', digest, false);
+    const blob = await fallback.blob(upstream.host, 'team/app', digest, false, live);
     let received = 0;
     await assert.rejects(async () => {
       for await (const chunk of blob!.reader()) received += chunk.length;
     }, ContentMismatchError);
     assert.ok(received < bytes.length, `${received} bytes passed on`);
+    assert.ok(quarantine.isQuarantined('owner'), 'the lying downloader is skipped for a while');
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false, live))).equals(bytes), 'the next request downloads itself');
+    assert.equal(liar.requests.length, 1);
+    assert.equal(blobGets(upstream).length, 1);
+  });
+
+  it('ends a relay waiting on a silent downloader when its client goes away', async function () {
+    const upstream = await blobServer();
+    const silent = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-length': bytes.length });
+      res.write(bytes.subarray(0, 1024));
+    });
+    closers.push(upstream, silent);
+    const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(silent.host.split(':')[1]));
+    const blob = await fallback.blob(upstream.host, 'team/app', digest, false, live);
+    assert.ok(blob instanceof RelayedBlob);
+    const reader = blob.reader();
+    const reading = (async () => {
+      for await (const _ of reader);
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const started = Date.now();
+    reader.close();
+    await assert.rejects(reading);
+    assert.ok(Date.now() - started < 200, `the read ended ${Date.now() - started} ms after close (the idle timeout is 1000 ms)`);
+    assert.equal(blobGets(upstream).length, 0, 'nothing asked of upstream for a client that left');
   });
 
   it('answers undefined when upstream refuses, and counts the status', async function () {
@@ -177,7 +214,7 @@ describe('UpstreamFallback', function () {
     });
     closers.push(upstream);
     const { fallback, metrics } = await setup(upstream, 'alone', [], 1);
-    assert.equal(await fallback.blob(upstream.host, 'team/app', digest, false), undefined);
+    assert.equal(await fallback.blob(upstream.host, 'team/app', digest, false, live), undefined);
     const counted = (await metrics.upstreamRequests.get()).values.find((v) => v.labels.code === '429');
     assert.equal(counted?.value, 1);
   });

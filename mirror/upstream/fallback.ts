@@ -9,8 +9,9 @@
  * UPSTREAM_FETCH_HEADER) and relays the answer to its client (relay.ts). When
  * the downloader cannot be reached or refuses, the node downloads the blob
  * into its own spool; when it dies mid-blob, the relay goes on from upstream at
- * the byte it has: a pull is never slower, or failing, where containerd alone
- * would have succeeded. Nodes that disagree about who is live (a peer joining
+ * the byte it has: a pull never fails where containerd alone would have
+ * succeeded. A downloader that sent wrong bytes is skipped for a while, like
+ * any lying peer. Nodes that disagree about who is live (a peer joining
  * or leaving) can both download a blob once; that costs bytes, never
  * correctness, and a node asked as the downloader never asks another.
  */
@@ -22,6 +23,7 @@ import { UpstreamError, type ManifestDescriptor, type RegistryCredentials } from
 import type { Logger } from '../../shared/log.ts';
 import { PeerClient, contentLength, type PeerResponse } from '../../shared/peers/peer-client.ts';
 import { rendezvousPick } from '../../shared/p2p/rendezvous.ts';
+import type { PeerSource } from '../../shared/peers/peer-source.ts';
 import type { LivePeers, Provider } from '../../shared/p2p/router.ts';
 import { ContentMismatchError } from '../../shared/verify.ts';
 import type { MirrorMetrics } from '../metrics.ts';
@@ -41,6 +43,8 @@ export interface UpstreamFallbackInit {
   /** This node's peer id: a candidate downloader beside the live peers. */
   selfId: string;
   peers: LivePeers;
+  /** Peers that sent wrong bytes are not picked as downloaders; a downloader whose bytes do not match is reported. */
+  quarantine: Pick<PeerSource, 'isQuarantined' | 'reportCorrupt'>;
   /** Port of every peer's mirror. */
   peerRegistryPort: number;
   /** Longest silence from upstream before a blob request is cut and resumed (`--upstream-idle-timeout`). */
@@ -104,17 +108,21 @@ export class UpstreamFallback {
    * this node's spool, started if need be; undefined when neither the
    * downloader nor upstream will send it (or the spool is full). `asked`:
    * another node sent the request to this one as the blob's downloader, so
-   * this node downloads it itself whoever it thinks owns it.
+   * this node downloads it itself whoever it thinks owns it. `signal`: the
+   * client went away (it ends a relay, never a download others may share).
    */
-  async blob(registry: string, repository: string, digest: Digest, asked: boolean): Promise<SpoolEntry | RelayedBlob | undefined> {
+  async blob(registry: string, repository: string, digest: Digest, asked: boolean, signal: AbortSignal): Promise<SpoolEntry | RelayedBlob | undefined> {
     const existing = this.spooled(digest);
     if (existing !== undefined) return existing;
+    let starting = this.#starting.get(digest.text);
+    if (starting !== undefined) return starting;
     const owner = asked ? undefined : await this.#owner(digest);
     if (owner !== undefined) {
-      const res = await this.#askOwner(owner, registry, repository, digest);
-      if (res !== undefined) return this.#relay(res, registry, repository, digest);
+      const res = await this.#askOwner(owner, registry, repository, digest, signal);
+      if (res !== undefined) return this.#relay(owner, res, registry, repository, digest, signal);
+      signal.throwIfAborted();
     }
-    let starting = this.#starting.get(digest.text);
+    starting = this.#starting.get(digest.text);
     if (starting === undefined) {
       starting = this.#download(registry, repository, digest, asked).finally(() => this.#starting.delete(digest.text));
       this.#starting.set(digest.text, starting);
@@ -164,16 +172,17 @@ export class UpstreamFallback {
   /** The live peer that downloads `digest` for the cluster; undefined: this node. */
   async #owner(digest: Digest): Promise<Provider | undefined> {
     const self: Provider = { peerId: this.#init.selfId, host: '' };
-    const peers = await this.#init.peers.livePeers().catch(() => []);
+    // A peer that lied is skipped like any other: the next in rendezvous order downloads.
+    const peers = (await this.#init.peers.livePeers().catch(() => [])).filter((p) => !this.#init.quarantine.isQuarantined(p.peerId));
     const owner = rendezvousPick([self, ...peers], digest.text);
     return owner === undefined || owner.peerId === self.peerId ? undefined : owner;
   }
 
   /** The downloader's answer with the blob's size, or undefined (it failed or refused: go upstream). */
-  async #askOwner(owner: Provider, registry: string, repository: string, digest: Digest): Promise<PeerResponse | undefined> {
+  async #askOwner(owner: Provider, registry: string, repository: string, digest: Digest, signal: AbortSignal): Promise<PeerResponse | undefined> {
     const path = `/v2/${repository}/blobs/${digest.text}?ns=${encodeURIComponent(registry)}`;
     try {
-      const res = await this.#owners.request(owner, { method: 'GET', path, headers: { [UPSTREAM_FETCH_HEADER]: '1' }, signal: this.#closing.signal });
+      const res = await this.#owners.request(owner, { method: 'GET', path, headers: { [UPSTREAM_FETCH_HEADER]: '1' }, signal: AbortSignal.any([this.#closing.signal, signal]) });
       if (res.status === 200 && contentLength(res.headers) !== undefined) return res;
       res.discard();
       this.#init.logger.debug('the downloading node did not send the blob; going upstream', { owner: owner.peerId, host: owner.host, digest: digest.text, status: res.status });
@@ -184,7 +193,7 @@ export class UpstreamFallback {
   }
 
   /** The downloader's answer relayed to one client; the rest from upstream if the downloader fails mid-way. */
-  #relay(res: PeerResponse, registry: string, repository: string, digest: Digest): RelayedBlob {
+  #relay(owner: Provider, res: PeerResponse, registry: string, repository: string, digest: Digest, signal: AbortSignal): RelayedBlob {
     const size = contentLength(res.headers)!;
     return new RelayedBlob({
       digest,
@@ -201,7 +210,9 @@ export class UpstreamFallback {
       },
       maxResumes: SPOOL_DEFAULTS.maxResumes,
       isResumable: isResumableUpstreamFailure,
-      signal: this.#closing.signal,
+      // Which of the downloader and upstream lied cannot be told from one digest: the downloader is skipped for a while.
+      onCorrupt: (err) => this.#init.quarantine.reportCorrupt([owner.peerId], digest, err),
+      signal: AbortSignal.any([this.#closing.signal, signal]),
     });
   }
 

@@ -8,7 +8,7 @@
  * with a Range.
  */
 import type { Digest } from '../../shared/digest.ts';
-import { verifiedSlice, type Slice } from '../../shared/verify.ts';
+import { ContentMismatchError, verifiedSlice, type Slice } from '../../shared/verify.ts';
 import type { BlobSource, SpoolReader } from '../spool/entry.ts';
 import { resumable } from '../spool/resumable.ts';
 
@@ -22,8 +22,9 @@ export interface RelayInit {
   /** Times the rest is asked for again. */
   maxResumes: number;
   isResumable: (err: unknown) => boolean;
-  onResume?: (offset: number, err: unknown) => Promise<void> | void;
-  /** Ends the relay (the mirror closes). */
+  /** The bytes did not match the digest (the downloader, or it and upstream, sent them). */
+  onCorrupt: (err: ContentMismatchError) => void;
+  /** Ends the relay (the client went away, or the mirror closes). */
   signal: AbortSignal;
 }
 
@@ -32,14 +33,13 @@ export class RelayedBlob {
   readonly size: number;
   readonly #init: RelayInit;
   readonly #abort = new AbortController();
-  #first: RelayInit['first'] | undefined;
+  #firstTaken = false;
   #reading = false;
 
   constructor(init: RelayInit) {
     this.#init = init;
     this.digest = init.digest;
     this.size = init.size;
-    this.#first = init.first;
   }
 
   /**
@@ -49,29 +49,31 @@ export class RelayedBlob {
   reader(slice?: Slice): SpoolReader {
     if (this.#reading) throw new Error('a relayed blob is read once');
     this.#reading = true;
-    const { digest, size, resume, maxResumes, isResumable, onResume } = this.#init;
+    const { digest, size, first, resume, maxResumes, isResumable } = this.#init;
     const source: BlobSource = async (offset, signal) => {
-      const first = this.#first;
-      this.#first = undefined;
-      if (first !== undefined && offset === 0) return first.body;
-      first?.discard();
+      const taken = this.#firstTaken;
+      this.#firstTaken = true;
+      if (!taken && offset === 0) return first.body;
+      first.discard();
       return resume(offset, signal);
     };
     const signal = AbortSignal.any([this.#init.signal, this.#abort.signal]);
-    const chunks = this.#closing(verifiedSlice(resumable({ digest, source, size, maxResumes, isResumable, onResume, signal }), digest, size, slice));
+    const chunks = this.#closing(verifiedSlice(resumable({ digest, source, size, maxResumes, isResumable, signal }), digest, size, slice));
     return { [Symbol.asyncIterator]: () => chunks, close: () => this.close() };
   }
 
-  /** Drops the downloader's answer and any resume in flight. */
+  /** Ends the relay: drops the downloader's answer (a read waiting on it wakes and fails) and any resume in flight. */
   close(): void {
     this.#abort.abort();
-    this.#first?.discard();
-    this.#first = undefined;
+    this.#init.first.discard();
   }
 
   async *#closing(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
     try {
       yield* chunks;
+    } catch (err) {
+      if (err instanceof ContentMismatchError) this.#init.onCorrupt(err);
+      throw err;
     } finally {
       this.close();
     }

@@ -204,6 +204,11 @@ export class PeerSource {
     return this.#quarantine.has(peerId);
   }
 
+  /** Peers whose bytes went into content that did not match, found by another path (the upstream fallback's relay): skipped for a while here too. */
+  reportCorrupt(peerIds: Iterable<string>, digest: Digest, err: ContentMismatchError): void {
+    this.#corrupt(peerIds, digest, err);
+  }
+
   /** Drops pooled connections to peers. */
   close(): void {
     this.#client.close();
