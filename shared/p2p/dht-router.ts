@@ -266,10 +266,14 @@ export class DhtRouter implements Router, LivePeers {
       // kad-dht answers from its local provider store first, then asks the network.
       for await (const event of this.#node.services.dht.findProviders(keyToCid(key), { signal: querySignal })) {
         if (event.name !== 'PROVIDER') continue;
-        const found = event.providers.map((peer) => ({ peerId: peer.id.toString(), host: pickHost(peer.multiaddrs) }));
+        const found: Provider[] = [];
+        for (const peer of event.providers) {
+          const peerId = peer.id.toString();
+          const host = peerId === this.peerId || seen.has(peerId) ? undefined : pickHost(peer.multiaddrs);
+          if (host !== undefined) found.push({ peerId, host });
+        }
         // The store lists records in key order: the same holder first for everyone.
         for (const { peerId, host } of askOrder(found, this.peerId, key)) {
-          if (peerId === this.peerId || seen.has(peerId) || host === undefined) continue;
           seen.add(peerId);
           yield { peerId, host };
           if (seen.size >= count) return;

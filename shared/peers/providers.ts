@@ -1,5 +1,5 @@
 /**
- * One DHT lookup per request, consumed one provider at a time. The first
+ * A request's providers from the DHT, consumed one at a time. The first
  * provider must come within the resolve timeout or the request is a miss.
  * Later ones are wanted only when a peer fails, so the lookup stops at each
  * provider and a new one starts only then: searching the network meanwhile
@@ -53,6 +53,8 @@ export class Providers {
       if (this.#found.length === 0) this.#finish();
     }, init.firstTimeoutMs);
     const signal = AbortSignal.any([init.signal, this.#abort.signal]);
+    // Also while the lookup waits for a consumer to want another provider.
+    init.signal.addEventListener('abort', () => this.#finish(), { once: true });
     if (signal.aborted) this.#finish();
     else void this.#run(signal);
   }
