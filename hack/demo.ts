@@ -1,14 +1,19 @@
 /**
  * `npm run demo`: a small local cluster on loopback (an upstream registry, three
  * containerd nodes each with a Shoal mirror that wrote its own hosts.toml, the
- * mirrors joined in one private peer network), and what Shoal does with it,
- * printed step by step. Everything is torn down at the end.
+ * mirrors joined in one private peer network, the webhook with a Kubernetes API
+ * stand-in), and what Shoal does with it, printed step by step. Everything is
+ * torn down at the end.
  */
 import { join } from 'node:path';
 import { startCluster, type Cluster } from './harness/cluster.ts';
 import { rawRequest, readMetric } from './harness/http.ts';
 import { buildAndPush } from './harness/images.ts';
+import { startKubeApi, type KubeApi } from './harness/kube-api.ts';
 import { run, waitUntil } from './harness/procs.ts';
+import { startWebhook, type Webhook } from './harness/webhook.ts';
+import { tagFromPeers } from './harness/mirror.ts';
+import { pod } from '../webhook/testing.ts';
 
 const MiB = 1 << 20;
 const say = (text: string) => console.log(text);
@@ -23,6 +28,8 @@ async function timed<T>(what: () => Promise<T>): Promise<[T, string]> {
 async function main(): Promise<void> {
   say('Starting a local cluster: upstream registry + 3 nodes (containerd and a Shoal mirror each)...');
   const cluster: Cluster = await startCluster({ nodes: 3, hostsConfig: 'mirror' });
+  let kube: KubeApi | undefined;
+  let webhook: Webhook | undefined;
   try {
     const { registry, nodes } = cluster;
     const [n0, n1, n2] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]];
@@ -35,8 +42,9 @@ async function main(): Promise<void> {
     const upstreamBytes = () => registry.requests().reduce((s, r) => s + r.bytes, 0);
     let before = upstreamBytes();
     const [, t0] = await timed(() => n0.containerd.pull(image.ref));
-    say(`\n1. ${n0.name} pulls ${image.ref}: no node has it, so its mirror answers 404 and containerd goes upstream itself.`);
-    say(`   pulled in ${t0}; upstream served ${mib(upstreamBytes() - before)}.`);
+    const fetched = await readMetric(n0.mirror!.metricsUrl, 'shoal_mirror_bytes_total', { source: 'upstream' });
+    say(`\n1. ${n0.name} pulls ${image.ref}: no node has it, so its mirror fetches it from upstream (the downloader of each blob for the cluster).`);
+    say(`   pulled in ${t0}; upstream served ${mib(upstreamBytes() - before)}; ${n0.name}'s mirror passed on ${mib(fetched)} from upstream.`);
 
     say(`\n2. ${n0.name}'s mirror now serves the image from ${n0.name}'s containerd content store:`);
     const head = await fetch(`${n0.mirror!.url}/v2/demo/app/manifests/v1?ns=${registry.host}`, { method: 'HEAD' });
@@ -46,7 +54,7 @@ async function main(): Promise<void> {
     say(`   skopeo inspect through the mirror: digest ${inspected.Digest}, ${inspected.Layers.length} layers`);
 
     say(`\n3. Upstream is STOPPED. ${n1.name} and ${n2.name} pull by tag through their OWN mirrors, which find ${n0.name} through the DHT.`);
-    await waitUntil(async () => (await fetch(`${n1.mirror!.url}/v2/demo/app/manifests/v1?ns=${registry.host}`, { method: 'HEAD' })).status === 200, {
+    await waitUntil(() => tagFromPeers(n1.mirror!, registry.host, 'demo/app', 'v1'), {
       what: 'the image advertised in the DHT',
       timeoutMs: 20_000,
     });
@@ -64,9 +72,21 @@ async function main(): Promise<void> {
       const res = await rawRequest(n0.mirror!.url, 'GET', path);
       say(`   GET ${path.slice(0, 60)} -> ${res.status} ${res.body.toString()}`);
     }
-    say('\nDone. (Next: the digest-pinning webhook, issue 4, and the mirror fetching upstream itself, once per cluster, issue 5.)');
+    await registry.start();
+    say('\n5. The webhook pins a pod to the digest its tag names now, so every replica runs the same bytes:');
+    kube = await startKubeApi();
+    kube.namespace('default');
+    kube.serviceAccount('default', 'default');
+    webhook = await startWebhook({ dir: join(cluster.runDir, 'webhook'), cluster, kube, plainHttpRegistries: [registry.host], logLevel: 'info' });
+    const { response, pod: pinned } = await webhook.review(pod({ containers: [{ name: 'app', image: image.ref }] }));
+    const containers = (pinned['spec'] as { containers: { image: string }[] }).containers;
+    const resolvedBy = (pinned['metadata'] as { annotations?: Record<string, string> }).annotations?.['shoal.dev/resolved-by'];
+    say(`   allowed: ${String(response['allowed'])}; image ${image.ref} -> ${containers[0]!.image}; resolved by ${resolvedBy ?? '-'}`);
+    say('\nDone.');
   } finally {
     say('\nTearing down...');
+    await webhook?.stop();
+    await kube?.stop();
     await cluster.stop();
     say('All processes stopped, nothing left mounted.');
   }

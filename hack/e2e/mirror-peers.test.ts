@@ -14,7 +14,7 @@ import { startCluster, type Cluster, type ClusterNode } from '../harness/cluster
 import { assertHolds, pulledBlobs } from '../harness/pulled.ts';
 import { readMetric } from '../harness/http.ts';
 import { buildAndPush, type PushedImage } from '../harness/images.ts';
-import type { Mirror } from '../harness/mirror.ts';
+import { tagFromPeers, type Mirror } from '../harness/mirror.ts';
 import { waitUntil } from '../harness/procs.ts';
 
 const MiB = 1 << 20;
@@ -49,11 +49,12 @@ describe('mirror part 2: nodes pull from each other through the DHT', function (
   const push = (name: string, layers: number[], platforms?: { os: string; architecture: string }[]) =>
     buildAndPush({ dir: join(cluster.runDir, `img-${name}`), layers, platforms, registry: cluster.registry.host, repo: `test/${name}`, tag: 'v1' });
   const blobUrl = (mirror: Mirror, image: PushedImage, digest: string) => `${mirror.url}/v2/${image.repo}/blobs/${digest}`;
-  const tagUrl = (mirror: Mirror, image: PushedImage) => `${mirror.url}/v2/${image.repo}/manifests/${image.tag}?ns=${cluster.registry.host}`;
-  /** Waits until `mirror` finds every pulled blob of the image, and its tag, through peers. */
+  /** Waits until `mirror` finds every pulled blob of the image, and its tag, through peers (blobs asked without `?ns=`: never from upstream). */
   const untilFound = (mirror: Mirror, image: PushedImage) =>
     waitUntil(
-      async () => (await status(tagUrl(mirror, image))) === 200 && (await Promise.all(pulledBlobs(image).map((b) => status(blobUrl(mirror, image, b.digest))))).every((s) => s === 200),
+      async () =>
+        (await tagFromPeers(mirror, cluster.registry.host, image.repo, image.tag)) &&
+        (await Promise.all(pulledBlobs(image).map((b) => status(blobUrl(mirror, image, b.digest))))).every((s) => s === 200),
       { what: `${image.ref} found through peers from ${mirror.url}`, timeoutMs: 30_000, intervalMs: 200 },
     );
   /** Where the next bad peer lives, and its peer id (its identity made ahead of its start). */

@@ -6,16 +6,15 @@
  * webhook configuration's caBundle and used to verify the webhook.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import jsonpatch from 'fast-json-patch';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { buildAndPush, type PushedImage } from '../harness/images.ts';
 import { startKubeApi, type KubeApi } from '../harness/kube-api.ts';
-import { freePort, startProc, waitForHttp, waitUntil, type Proc } from '../harness/procs.ts';
+import { waitUntil } from '../harness/procs.ts';
 import { startRegistry, type Registry } from '../harness/registry.ts';
-import { REPO_ROOT } from '../harness/runs.ts';
-import { createReview, httpsRequest, pod, SERVICE, SERVICE_HOST } from '../../webhook/testing.ts';
+import { startWebhook, type Webhook } from '../harness/webhook.ts';
+import { tagFromPeers } from '../harness/mirror.ts';
+import { pod } from '../../webhook/testing.ts';
 
 type Json = Record<string, unknown>;
 const MiB = 1 << 20;
@@ -25,22 +24,17 @@ describe('webhook end to end: pinning through peers and upstream', function () {
   let cluster: Cluster;
   let privateRegistry: Registry;
   let kube: KubeApi;
-  let webhook: Proc;
-  let port: number;
-  let metricsUrl: string;
-  let ca: string;
+  let webhook: Webhook;
   let shared: PushedImage;
   let secret: PushedImage;
   const credentials = { user: 'alice', password: 'wonderland' };
 
   /** Sends a pod CREATE review; returns the review response and the pod with the patch applied. */
   async function review(object: Json): Promise<{ response: Json; pod: Json }> {
-    const res = await httpsRequest(port, { ca, servername: SERVICE_HOST, body: JSON.stringify(createReview(object)), headers: { 'Content-Type': 'application/json' } });
-    assert.equal(res.status, 200, res.body.toString());
-    const response = (res.json() as { response: Json }).response;
+    const { status, response, pod: patched } = await webhook.review(object);
+    assert.equal(status, 200);
     assert.equal(response.allowed, true);
-    const patch = response.patch === undefined ? [] : (JSON.parse(Buffer.from(response.patch as string, 'base64').toString('utf8')) as jsonpatch.Operation[]);
-    return { response, pod: jsonpatch.applyPatch(structuredClone(object), patch).newDocument };
+    return { response, pod: patched };
   }
   const image = (p: Json) => ((p.spec as Json).containers as Json[])[0]!.image as string;
   const annotation = (p: Json, key: string) => JSON.parse(((p.metadata as Json).annotations as Record<string, string>)[key]!) as Record<string, string>;
@@ -60,42 +54,8 @@ describe('webhook end to end: pinning through peers and upstream', function () {
     kube.serviceAccount('default', 'default');
     kube.serviceAccount('strict', 'default');
     kube.pullSecret('default', 'regcred', { [privateRegistry.host]: { username: credentials.user, password: credentials.password } });
-    kube.put({
-      apiVersion: 'admissionregistration.k8s.io/v1',
-      kind: 'MutatingWebhookConfiguration',
-      metadata: { name: 'shoal' },
-      webhooks: [{ name: 'pin.shoal.dev', clientConfig: { service: { name: SERVICE.name, namespace: SERVICE.namespace, path: '/mutate' } }, admissionReviewVersions: ['v1'], sideEffects: 'None' }],
-    });
-    const kubeconfig = join(cluster.runDir, 'kubeconfig');
-    writeFileSync(kubeconfig, kube.kubeconfig());
-
-    port = await freePort('127.0.0.1');
-    const metricsPort = await freePort('127.0.0.1');
-    metricsUrl = `http://127.0.0.1:${metricsPort}`;
-    const mirror = cluster.nodes[0]!.mirror!;
-    const args = [
-      join(REPO_ROOT, 'webhook/main.ts'),
-      '--addr', `127.0.0.1:${port}`,
-      '--metrics-addr', `127.0.0.1:${metricsPort}`,
-      '--self-signed',
-      '--service-name', SERVICE.name,
-      '--service-namespace', SERVICE.namespace,
-      '--webhook-config-name', 'shoal',
-      '--kubeconfig', kubeconfig,
-      '--plain-http-registries', `${cluster.registry.host},${privateRegistry.host}`,
-      '--bootstrap-peers', cluster.nodes.map((n) => n.mirror!.routerHost).join(','),
-      '--network-key-file', cluster.networkKeyFile!,
-      '--router-addr', `127.0.0.90:${await freePort('127.0.0.90')}`,
-      '--peer-registry-port', mirror.host.split(':')[1]!,
-      '--log-level', 'debug',
-    ];
-    webhook = await startProc({ name: 'webhook', dir: join(cluster.runDir, 'webhook'), command: join(REPO_ROOT, 'node_modules/.bin/node'), args, cwd: REPO_ROOT }, (p) =>
-      waitForHttp(`${metricsUrl}/readyz`, { what: 'webhook ready', proc: p, timeoutMs: 30_000 }),
-    );
-    // The CA the API server would use: what the webhook published into its configuration.
-    const config = kube.get('mutatingwebhookconfigurations', undefined, 'shoal') as unknown as { webhooks: { clientConfig: { caBundle?: string } }[] };
-    ca = Buffer.from(config.webhooks[0]!.clientConfig.caBundle!, 'base64').toString('utf8');
-    assert.match(ca, /BEGIN CERTIFICATE/);
+    webhook = await startWebhook({ dir: join(cluster.runDir, 'webhook'), cluster, kube, plainHttpRegistries: [cluster.registry.host, privateRegistry.host] });
+    assert.match(webhook.ca, /BEGIN CERTIFICATE/);
   });
 
   after(async function () {
@@ -107,7 +67,7 @@ describe('webhook end to end: pinning through peers and upstream', function () {
 
   it('with the registry stopped, pins an image a node holds, through peers', async function () {
     // The node's mirror must have advertised the tag first.
-    await waitUntil(async () => (await fetch(`${cluster.nodes[1]!.mirror!.url}/v2/team/app/manifests/1.0?ns=${cluster.registry.host}`, { method: 'HEAD' })).status === 200, {
+    await waitUntil(() => tagFromPeers(cluster.nodes[1]!.mirror!, cluster.registry.host, 'team/app', '1.0'), {
       what: 'the tag advertised',
       timeoutMs: 20_000,
     });
@@ -150,7 +110,7 @@ describe('webhook end to end: pinning through peers and upstream', function () {
   });
 
   it('counts what it did', async function () {
-    const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+    const text = await (await fetch(`${webhook.metricsUrl}/metrics`)).text();
     assert.match(text, /^shoal_webhook_\w+/m);
     assert.match(text, /^shoal_resolve_duration_seconds_count\{outcome="hit"\} [1-9]/m);
   });

@@ -5,6 +5,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Containerd } from './containerd.ts';
+import { readMetric } from './http.ts';
 import { freePort, run, startProc, waitForHttp, type Proc } from './procs.ts';
 import { REPO_ROOT } from './runs.ts';
 
@@ -150,4 +151,17 @@ export async function startMirror(init: MirrorInit): Promise<Mirror> {
       ]);
     },
   };
+}
+
+/**
+ * Whether `mirror` finds `repo:tag` of `registry` through its peers now: a
+ * HEAD by tag answered 200 and counted as from a peer, so neither its own
+ * store nor upstream (the fallback resolves tags there too) answered it.
+ */
+export async function tagFromPeers(mirror: Mirror, registry: string, repo: string, tag: string): Promise<boolean> {
+  const fromPeers = () => readMetric(mirror.metricsUrl, 'shoal_mirror_requests_total', { source: 'peer', kind: 'manifest' });
+  const before = await fromPeers();
+  const res = await fetch(`${mirror.url}/v2/${repo}/manifests/${tag}?ns=${encodeURIComponent(registry)}`, { method: 'HEAD' });
+  await res.arrayBuffer();
+  return res.status === 200 && (await fromPeers()) > before;
 }
