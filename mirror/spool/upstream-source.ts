@@ -40,12 +40,17 @@ export function upstreamSource(init: UpstreamSourceInit): BlobSource {
       if (offset === 0) return taken.body;
       taken.close();
     }
-    const { client, registry, repository, digest, credentials, idleTimeoutMs } = init;
-    const blob = await client.openBlob(registry, repository, digest, credentials, { offset, signal, idleTimeoutMs });
-    if (blob.size !== init.opened.size) {
-      blob.close();
-      throw new ContentMismatchError(`${digest.text}: ${registry} said ${init.opened.size} bytes, then ${blob.size}`);
-    }
-    return blob.body;
+    return openRest(init, init.opened.size, offset, signal);
   };
+}
+
+/** The blob's bytes from `offset`, from a new request; its answer must say the blob has `size` bytes. */
+export async function openRest(init: Omit<UpstreamSourceInit, 'opened'>, size: number, offset: number, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+  const { client, registry, repository, digest, credentials, idleTimeoutMs } = init;
+  const blob = await client.openBlob(registry, repository, digest, credentials, { offset, signal, idleTimeoutMs });
+  if (blob.size !== size) {
+    blob.close();
+    throw new ContentMismatchError(`${digest.text}: ${size} bytes expected, ${registry} says ${blob.size}`);
+  }
+  return blob.body;
 }

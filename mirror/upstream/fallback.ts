@@ -25,11 +25,10 @@ import { PeerClient, contentLength, type PeerResponse } from '../../shared/peers
 import { rendezvousPick } from '../../shared/p2p/rendezvous.ts';
 import type { PeerSource } from '../../shared/peers/peer-source.ts';
 import type { LivePeers, Provider } from '../../shared/p2p/router.ts';
-import { ContentMismatchError } from '../../shared/verify.ts';
 import type { MirrorMetrics } from '../metrics.ts';
 import type { BlobSource, SpoolEntry } from '../spool/entry.ts';
 import { SPOOL_DEFAULTS, type Spool } from '../spool/spool.ts';
-import { isResumableUpstreamFailure, upstreamSource } from '../spool/upstream-source.ts';
+import { isResumableUpstreamFailure, openRest, upstreamSource, type UpstreamSourceInit } from '../spool/upstream-source.ts';
 import { RelayedBlob } from './relay.ts';
 
 /** Beside Shoal-Peer-Request: "download it from upstream for me if you do not have it". */
@@ -152,15 +151,7 @@ export class UpstreamFallback {
       return started;
     }
     logger.debug('downloading a blob from upstream', { registry, repository, digest: digest.text, size: opened.size, asked });
-    const source = upstreamSource({
-      client: { openBlob: (r, repo, d, _credentials, options) => this.#openBlob(r, repo, d, options) },
-      registry,
-      repository,
-      digest,
-      credentials: [],
-      opened,
-      idleTimeoutMs: this.#init.upstreamIdleTimeoutMs,
-    });
+    const source = upstreamSource({ ...this.#upstream(registry, repository, digest), opened });
     const entry = spool.download(digest, opened.size, this.#counted(source, registry));
     if (entry === undefined) {
       opened.close();
@@ -201,12 +192,7 @@ export class UpstreamFallback {
       first: res,
       resume: async (offset, signal) => {
         this.#init.logger.info('the downloading node failed mid-blob; resuming from upstream', { digest: digest.text, offset, size });
-        const blob = await this.#openBlob(registry, repository, digest, { offset, signal, idleTimeoutMs: this.#init.upstreamIdleTimeoutMs });
-        if (blob.size !== size) {
-          blob.close();
-          throw new ContentMismatchError(`${digest.text}: the downloading node said ${size} bytes, ${registry} says ${blob.size}`);
-        }
-        return this.#countedBody(blob.body, registry);
+        return this.#countedBody(await openRest(this.#upstream(registry, repository, digest), size, offset, signal), registry);
       },
       maxResumes: SPOOL_DEFAULTS.maxResumes,
       isResumable: isResumableUpstreamFailure,
@@ -214,6 +200,18 @@ export class UpstreamFallback {
       onCorrupt: (err) => this.#init.quarantine.reportCorrupt([owner.peerId], digest, err),
       signal: AbortSignal.any([this.#closing.signal, signal]),
     });
+  }
+
+  /** What upstreamSource and openRest need for the blob: the counted client, the node's credentials, the idle timeout. */
+  #upstream(registry: string, repository: string, digest: Digest): Omit<UpstreamSourceInit, 'opened'> {
+    return {
+      client: { openBlob: (r, repo, d, _credentials, options) => this.#openBlob(r, repo, d, options) },
+      registry,
+      repository,
+      digest,
+      credentials: [],
+      idleTimeoutMs: this.#init.upstreamIdleTimeoutMs,
+    };
   }
 
   async #openBlob(registry: string, repository: string, digest: Digest, options: OpenBlobOptions): Promise<UpstreamBlob> {
