@@ -70,6 +70,8 @@ export interface EntryInit {
   lingerMs: number;
   observer: SpoolObserver;
   logger: Logger;
+  /** Most bytes already on disk kept in memory for readers at the head, now (see recent-chunks.ts). */
+  windowBytes: () => number;
   /** Called once, when the file can go: the download failed, or it is complete, unread and past its linger (or evicted). */
   retire: (entry: SpoolEntry) => void;
 }
@@ -97,7 +99,7 @@ export class SpoolEntry {
   #error: Error | undefined;
   #written = 0;
   /** The last chunks received (its end: the bytes received); emptied when the download ends. */
-  readonly #recent = new RecentChunks();
+  readonly #recent: RecentChunks;
   #readers = 0;
   #retired = false;
   #linger: NodeJS.Timeout | undefined;
@@ -108,6 +110,7 @@ export class SpoolEntry {
     this.#init = init;
     this.digest = init.digest;
     this.size = init.size;
+    this.#recent = new RecentChunks(init.windowBytes);
     this.done = this.#download();
   }
 

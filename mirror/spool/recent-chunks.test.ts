@@ -5,7 +5,7 @@ import { RecentChunks } from './recent-chunks.ts';
 describe('RecentChunks', function () {
   it('gives views of the chunks themselves, never past a chunk, and nothing outside the window', function () {
     const chunks = [randomBytes(100), randomBytes(0), randomBytes(50), randomBytes(200)];
-    const recent = new RecentChunks(1000);
+    const recent = new RecentChunks(() => 1000);
     for (const chunk of chunks) recent.push(chunk);
     const blob = Buffer.concat(chunks);
     assert.equal(recent.end, 350);
@@ -29,7 +29,7 @@ describe('RecentChunks', function () {
   });
 
   it('drops the oldest chunks once over its bound, but only those below the bytes written', function () {
-    const recent = new RecentChunks(300);
+    const recent = new RecentChunks(() => 300);
     for (let i = 0; i < 10; i++) recent.push(randomBytes(100));
     recent.trim(0);
     assert.deepEqual([recent.start, recent.end], [0, 1000], 'nothing on disk: everything stays');

@@ -20,14 +20,15 @@
 export const WINDOW_BYTES = 8 * 1024 * 1024;
 
 export class RecentChunks {
-  readonly #bound: number;
+  /** The bound now: the spool shares a memory budget among its downloads. */
+  readonly #bound: () => number;
   /** Oldest first; chunk i holds the blob's bytes from #offsets[i]. */
   #chunks: Uint8Array[] = [];
   #offsets: number[] = [];
   #start = 0;
   #end = 0;
 
-  constructor(bound = WINDOW_BYTES) {
+  constructor(bound: () => number = () => WINDOW_BYTES) {
     this.#bound = bound;
   }
 
@@ -51,7 +52,8 @@ export class RecentChunks {
 
   /** Drops chunks from the front while the window is over its bound and they are below `written`. */
   trim(written: number): void {
-    while (this.#end - this.#start > this.#bound && this.#chunks.length > 0 && this.#start + this.#chunks[0]!.length <= written) {
+    const bound = this.#bound();
+    while (this.#end - this.#start > bound && this.#chunks.length > 0 && this.#start + this.#chunks[0]!.length <= written) {
       this.#start += this.#chunks.shift()!.length;
       this.#offsets.shift();
     }

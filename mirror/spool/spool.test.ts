@@ -394,6 +394,33 @@ describe('Spool', function () {
       assert.equal(readDuring(reads), fromFile, 'at the head again: no more file reads');
     });
 
+    it('shares one memory budget among many downloads: each keeps a smaller window', async function () {
+      const piece = 64 * 1024;
+      const received = 6 * 1024 * 1024;
+      const spool = await openSpool({ maxBytes: 1 << 30 });
+      // 16 downloads at once: 64 MiB / 16 = 4 MiB each, below the 8 MiB a lone download keeps.
+      const downloads = Array.from({ length: 16 }, () => {
+        const blob = randomBytes(received + piece);
+        const source = new TestSource(blob, piece);
+        const held = gateAt(received);
+        source.gate = held.gate;
+        return { blob, held, entry: spool.download(digestOf(blob), blob.length, source.source)! };
+      });
+      const first = downloads[0]!;
+      const { reads, restore } = await recordReads(root, () => first.entry.state === 'downloading');
+      restores.push(restore);
+      await until(() => downloads.every((d) => d.entry.written === received), 'every download up to its gate on disk');
+      const got: Uint8Array[] = [];
+      const reading = drain(first.entry.reader(), got);
+      await until(() => length(got) === received, 'the late reader to catch up');
+      const fromFile = readDuring(reads);
+      assert.ok(fromFile >= received - 4 * 1024 * 1024, `${fromFile} bytes from the file: the window kept more than its share`);
+      for (const d of downloads) d.held.open();
+      await Promise.all(downloads.map((d) => d.entry.done));
+      assert.equal(await reading, undefined);
+      assert.ok(Buffer.concat(got).equals(first.blob));
+    });
+
     it('holds back the last byte while every byte is in memory, none on disk, until the blob is verified', async function () {
       const release = await holdWrites();
       const spool = await openSpool();

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import type { Digest } from '../../shared/digest.ts';
 import { silentLogger, type Logger } from '../../shared/log.ts';
 import { SpoolEntry, type BlobSource, type EntryControl, type SpoolObserver } from './entry.ts';
+import { WINDOW_BYTES } from './recent-chunks.ts';
 
 export interface SpoolInit {
   /** The spool's own directory, `<data-dir>/spool`: emptied on open and close, so nothing else may live there. */
@@ -39,6 +40,15 @@ export interface SpoolInit {
 
 export const SPOOL_DEFAULTS = { maxResumes: 3, lingerMs: 10_000 } as const;
 
+/**
+ * Memory all downloads together keep for readers at their heads (each at most
+ * WINDOW_BYTES, at least MIN_WINDOW_BYTES): a node starting many downloads at
+ * once (a cluster bootstrap pulls dozens of images) must stay within its
+ * container's limit; a reader that falls out of a smaller window reads the file.
+ */
+const WINDOWS_BUDGET_BYTES = 64 * 1024 * 1024;
+const MIN_WINDOW_BYTES = 512 * 1024;
+
 interface Held {
   readonly entry: SpoolEntry;
   readonly control: EntryControl;
@@ -54,6 +64,8 @@ export class Spool {
   readonly #entries = new Map<string, Held>();
   #usedBytes = 0;
   #files = 0;
+  /** Downloads in progress: they share the windows' budget. */
+  #downloading = 0;
   #closed = false;
 
   private constructor(init: SpoolInit) {
@@ -116,8 +128,11 @@ export class Spool {
       lingerMs: this.#init.lingerMs ?? SPOOL_DEFAULTS.lingerMs,
       observer: this.#observer,
       logger: this.#logger,
+      windowBytes: () => Math.min(WINDOW_BYTES, Math.max(MIN_WINDOW_BYTES, Math.floor(WINDOWS_BUDGET_BYTES / Math.max(1, this.#downloading)))),
       retire: (entry) => this.#remove(entry, path),
     });
+    this.#downloading++;
+    void held.entry.done.then(() => this.#downloading--);
     this.#entries.set(digest.text, held);
     this.#usedBytes += size;
     return held.entry;
