@@ -6,7 +6,7 @@ import { digestOf, type Digest } from '../digest.ts';
 import { basicAuthorization } from './auth.ts';
 import type { UpstreamBlob } from './blob.ts';
 import { UpstreamClient, type UpstreamClientInit } from './client.ts';
-import { startServer, startTokenServer, testManifest, type SeenRequest, type TestServer, type TokenServer, failsWith } from './testing.ts';
+import { closedAfterEach, startServer, startTokenServer, testManifest, type SeenRequest, type TestServer, type TokenServer, failsWith } from './testing.ts';
 import { type RegistryCredentials } from './types.ts';
 
 const signal = () => AbortSignal.timeout(10_000);
@@ -106,14 +106,7 @@ function authorized(req: SeenRequest, repository: string, auth: { basic: Registr
 }
 
 describe('UpstreamClient.openBlob', function () {
-  const servers: TestServer[] = [];
-  const track = <T extends TestServer>(server: T): T => {
-    servers.push(server);
-    return server;
-  };
-  afterEach(async function () {
-    await Promise.all(servers.splice(0).map((s) => s.close()));
-  });
+  const track = closedAfterEach();
 
   const bytes = randomBytes(300 * 1024);
   const clientFor = (registries: readonly TestServer[], init: UpstreamClientInit = {}) =>

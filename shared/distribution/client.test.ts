@@ -6,7 +6,7 @@ import { createLogger } from '../log.ts';
 import { MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES, MEDIA_TYPES } from '../media-types.ts';
 import { basicAuthorization } from './auth.ts';
 import { UpstreamClient, type UpstreamClientInit } from './client.ts';
-import { captureLines, startFakeRegistry, startServer, startTokenServer, testIndex, testManifest, type FakeRegistry, type TestServer, type TokenServer, failsWith } from './testing.ts';
+import { captureLines, closedAfterEach, startFakeRegistry, startServer, startTokenServer, testIndex, testManifest, type FakeRegistry, type TestServer, type TokenServer, failsWith } from './testing.ts';
 import type { RegistryCredentials, UpstreamFailure } from './types.ts';
 
 const signal = () => AbortSignal.timeout(10_000);
@@ -17,14 +17,7 @@ function clientFor(servers: readonly TestServer[], init: UpstreamClientInit = {}
 }
 
 describe('UpstreamClient', function () {
-  const servers: TestServer[] = [];
-  const track = <T extends TestServer>(server: T): T => {
-    servers.push(server);
-    return server;
-  };
-  afterEach(async function () {
-    await Promise.all(servers.splice(0).map((s) => s.close()));
-  });
+  const track = closedAfterEach();
 
   describe('manifests, anonymous', function () {
     let registry: FakeRegistry;

@@ -60,6 +60,21 @@ export async function startServer(handler: Handler): Promise<TestServer> {
   };
 }
 
+/**
+ * Registers the test servers a suite starts: track(server) returns it, and
+ * every server tracked is closed after each test. Call inside a describe().
+ */
+export function closedAfterEach(): <T extends TestServer>(server: T) => T {
+  const servers: TestServer[] = [];
+  afterEach(async function () {
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+  });
+  return (server) => {
+    servers.push(server);
+    return server;
+  };
+}
+
 export interface TestManifest {
   readonly bytes: Buffer;
   readonly mediaType: string;
