@@ -1,10 +1,10 @@
 /** Starting and stopping node:http servers on parsed listen addresses. */
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server as TcpServer } from 'node:net';
 import type { ListenAddress } from './listen-address.ts';
 
-/** Listens and resolves with the bound port (useful when the port was 0). */
-export function listen(server: Server, addr: ListenAddress): Promise<number> {
+/** Listens and resolves with the bound port (useful when the port was 0). Any TCP server, HTTP's included. */
+export function listen(server: TcpServer, addr: ListenAddress): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: addr.host, port: addr.port }, () => {

@@ -1,9 +1,11 @@
 /**
- * The HTTP side of fetching from other nodes' mirrors: one keep-alive pool,
+ * The HTTP side of fetching from other nodes' mirrors: kept-alive connections,
  * the peer-request header on every request, and an idle watchdog that cuts a
- * peer which stops sending.
+ * peer which stops sending. The wire is our own small HTTP/1.1 client, which
+ * reads into pooled buffers (shared/http1).
  */
-import { Agent, request, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
+import { Http1Client, IdleTimeoutError } from '../http1/client.ts';
 import type { Provider } from '../p2p/router.ts';
 
 /**
@@ -16,10 +18,8 @@ export function isPeerRequest(headers: IncomingHttpHeaders): boolean {
   return headers[PEER_REQUEST_HEADER.toLowerCase()] !== undefined;
 }
 
-/** A peer sent nothing (no response, or no next byte) for the idle timeout. */
-export class PeerIdleError extends Error {
-  override name = 'PeerIdleError';
-}
+/** A peer sent nothing (no connection, no response, or no next byte) for the idle timeout. */
+export const PeerIdleError = IdleTimeoutError;
 
 export interface PeerClientInit {
   /** Port of every peer's mirror. */
@@ -52,61 +52,20 @@ export interface PeerResponse {
 
 export class PeerClient {
   readonly #port: number;
-  readonly #idleTimeoutMs: number;
-  readonly #agent = new Agent({ keepAlive: true, scheduling: 'lifo' });
+  readonly #http: Http1Client;
 
   constructor(init: PeerClientInit) {
     this.#port = init.port;
-    this.#idleTimeoutMs = init.idleTimeoutMs;
+    this.#http = new Http1Client({ idleTimeoutMs: init.idleTimeoutMs });
   }
 
-  async request(provider: Provider, req: PeerRequest): Promise<PeerResponse> {
-    try {
-      return await this.#send(provider, req);
-    } catch (err) {
-      // A pooled connection the peer closed while it sat idle: Node's advice is to retry once on a new one.
-      if (!(err instanceof StaleSocketError)) throw err;
-      return this.#send(provider, req);
-    }
+  async request(provider: Provider, { method, path, headers, signal }: PeerRequest): Promise<PeerResponse> {
+    return this.#http.request(provider.host, this.#port, { method, path, headers: { ...headers, [PEER_REQUEST_HEADER]: '1' }, signal });
   }
 
   /** Closes pooled connections; requests in flight fail. */
   close(): void {
-    this.#agent.destroy();
-  }
-
-  #send(provider: Provider, { method, path, headers, signal }: PeerRequest): Promise<PeerResponse> {
-    return new Promise((resolve, reject) => {
-      const req: ClientRequest = request({
-        hostname: provider.host,
-        port: this.#port,
-        method,
-        path,
-        agent: this.#agent,
-        signal,
-        headers: { ...headers, [PEER_REQUEST_HEADER]: '1' },
-      });
-      const timer = setTimeout(() => req.destroy(new PeerIdleError(`no response from ${provider.host} within ${this.#idleTimeoutMs} ms`)), this.#idleTimeoutMs);
-      // Kept for the request's whole life: an 'error' without a listener would crash the process.
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        reject(req.reusedSocket && err.code === 'ECONNRESET' ? new StaleSocketError(err.message) : err);
-      });
-      req.once('response', (res: IncomingMessage) => {
-        clearTimeout(timer);
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body: watched(res, this.#idleTimeoutMs, provider.host),
-          discard: () => {
-            // A finished body still has to be read out, or its connection never goes back to the pool.
-            if (res.complete) res.resume();
-            else res.destroy();
-          },
-        });
-      });
-      req.end();
-    });
+    this.#http.close();
   }
 }
 
@@ -115,26 +74,4 @@ export function contentLength(headers: IncomingHttpHeaders): number | undefined 
   const text = headers['content-length'];
   if (text === undefined || !/^[0-9]{1,15}$/.test(text)) return undefined;
   return Number(text);
-}
-
-class StaleSocketError extends Error {}
-
-async function* watched(res: IncomingMessage, idleTimeoutMs: number, host: string): AsyncGenerator<Uint8Array> {
-  const chunks = res[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>;
-  try {
-    // Ends with the body: the stream's iterator returns done or fails (idle cut, reset, abort).
-    for (;;) {
-      const timer = setTimeout(() => res.destroy(new PeerIdleError(`${host} sent nothing for ${idleTimeoutMs} ms`)), idleTimeoutMs);
-      let next: IteratorResult<Uint8Array>;
-      try {
-        next = await chunks.next();
-      } finally {
-        clearTimeout(timer);
-      }
-      if (next.done === true) return;
-      yield next.value;
-    }
-  } finally {
-    if (!res.complete) res.destroy();
-  }
 }

@@ -1,0 +1,330 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { released } from '../chunk-pool.ts';
+import { close, listen } from '../http-listen.ts';
+import { Http1Client, HttpProtocolError } from './client.ts';
+
+const signal = () => AbortSignal.timeout(10_000);
+
+async function drain(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body) chunks.push(Buffer.from(chunk));
+  return Buffer.concat(chunks);
+}
+
+/** A raw TCP server that answers each connection's first request with `answer`. */
+async function rawServer(answer: (socket: Socket) => void): Promise<{ server: TcpServer; port: number; stop: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.once('data', () => answer(socket));
+  });
+  const port = await listen(server, { host: '127.0.0.1', port: 0 });
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    });
+  return { server, port, stop };
+}
+
+describe('Http1Client', () => {
+  const BIG = Buffer.alloc(8 * 1024 * 1024);
+  for (let i = 0; i < BIG.length; i += 4) BIG.writeUInt32LE(i, i);
+  let server: Server;
+  let port: number;
+  let connections = 0;
+  const stalled: ServerResponse[] = [];
+
+  before(async () => {
+    server = createServer((req, res) => {
+      switch (req.url) {
+        case '/big':
+          res.setHeader('Content-Length', BIG.length);
+          res.end(req.method === 'HEAD' ? undefined : BIG);
+          return;
+        case '/small':
+          res.setHeader('Content-Length', 5);
+          res.end('hello');
+          return;
+        case '/half':
+          res.writeHead(200, { 'Content-Length': 1000 });
+          res.write(Buffer.alloc(500, 1));
+          setTimeout(() => res.destroy(), 20);
+          return;
+        case '/stall':
+          res.writeHead(200, { 'Content-Length': 1000 });
+          res.write(Buffer.alloc(10));
+          stalled.push(res);
+          return;
+        default:
+          res.writeHead(404, { 'Content-Length': 0 }).end();
+      }
+    });
+    server.on('connection', () => connections++);
+    server.keepAliveTimeout = 60_000;
+    port = await listen(server, { host: '127.0.0.1', port: 0 });
+  });
+  after(async () => {
+    for (const res of stalled) res.destroy();
+    await close(server, 0);
+  });
+
+  it('streams a large body whole, in views of a few reused read buffers', async () => {
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const buffers = new Set<ArrayBufferLike>();
+      for (let round = 0; round < 3; round++) {
+        const res = await client.request('127.0.0.1', port, { method: 'GET', path: '/big', signal: signal() });
+        assert.equal(res.status, 200);
+        assert.equal(res.headers['content-length'], String(BIG.length));
+        const hash = createHash('sha256');
+        let bytes = 0;
+        for await (const chunk of res.body) {
+          hash.update(chunk);
+          bytes += chunk.length;
+          buffers.add(chunk.buffer);
+          // What the response writer does once a chunk is on the wire.
+          released(chunk);
+        }
+        assert.equal(bytes, BIG.length);
+        assert.equal(hash.digest('hex'), createHash('sha256').update(BIG).digest('hex'));
+      }
+      // 24 MiB went through: without reuse that is hundreds of buffers; small copied pieces add a few.
+      assert.ok(buffers.size < 40, `${buffers.size} distinct buffers`);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('keeps the connection for the next request, HEAD included', async () => {
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const before = connections;
+      const head = await client.request('127.0.0.1', port, { method: 'HEAD', path: '/big', signal: signal() });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers['content-length'], String(BIG.length));
+      assert.equal((await drain(head.body)).length, 0);
+      for (let i = 0; i < 3; i++) {
+        const res = await client.request('127.0.0.1', port, { method: 'GET', path: '/small', signal: signal() });
+        assert.equal((await drain(res.body)).toString(), 'hello');
+      }
+      const missing = await client.request('127.0.0.1', port, { method: 'GET', path: '/nothing', signal: signal() });
+      assert.equal(missing.status, 404);
+      assert.equal(connections - before, 1);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('sends its headers and the Host', async () => {
+    let seen: Record<string, unknown> = {};
+    const echo = createServer((req, res) => {
+      seen = req.headers;
+      res.writeHead(204).end();
+    });
+    const echoPort = await listen(echo, { host: '127.0.0.1', port: 0 });
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const res = await client.request('127.0.0.1', echoPort, { method: 'GET', path: '/x?y=1', headers: { Range: 'bytes=5-', 'Shoal-Peer-Request': '1' }, signal: signal() });
+      assert.equal(res.status, 204);
+      assert.equal(seen.host, `127.0.0.1:${echoPort}`);
+      assert.equal(seen.range, 'bytes=5-');
+      assert.equal(seen['shoal-peer-request'], '1');
+    } finally {
+      client.close();
+      await close(echo, 0);
+    }
+  });
+
+  it('sends again on a new connection when the server had closed the kept one', async () => {
+    // Each connection answers one request and drops the next unanswered: a server that closed it while idle.
+    let opened = 0;
+    const sockets = new Set<Socket>();
+    const raw = createTcpServer((s) => {
+      opened++;
+      sockets.add(s);
+      s.on('error', () => {});
+      let requests = 0;
+      s.on('data', () => (++requests === 1 ? s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok') : s.destroy()));
+    });
+    const rawPort = await listen(raw, { host: '127.0.0.1', port: 0 });
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
+        assert.equal((await drain(res.body)).toString(), 'ok');
+      }
+      assert.equal(opened, 3);
+    } finally {
+      client.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => raw.close(resolve));
+    }
+  });
+
+  it('goes on after the server closed a kept connection while it sat idle', async () => {
+    const shortLived = createServer((_req, res) => res.writeHead(200, { 'Content-Length': 2 }).end('ok'));
+    let opened = 0;
+    shortLived.on('connection', (s: Socket) => {
+      opened++;
+      // Closed by the server soon after its response, before the client asks again.
+      setTimeout(() => s.end(), 30);
+    });
+    const shortPort = await listen(shortLived, { host: '127.0.0.1', port: 0 });
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const res = await client.request('127.0.0.1', shortPort, { method: 'GET', path: '/', signal: signal() });
+        assert.equal((await drain(res.body)).toString(), 'ok');
+        await sleep(100);
+      }
+      assert.equal(opened, 2);
+    } finally {
+      client.close();
+      await close(shortLived, 0);
+    }
+  });
+
+  it('fails a body the server cuts short', async () => {
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const res = await client.request('127.0.0.1', port, { method: 'GET', path: '/half', signal: signal() });
+      let got = 0;
+      await assert.rejects(async () => {
+        for await (const chunk of res.body) got += chunk.length;
+      });
+      assert.equal(got, 500);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('stops reading while its consumer does not, so the server is held back', async () => {
+    let res: ServerResponse | undefined;
+    const huge = createServer((_req, r) => {
+      res = r;
+      r.writeHead(200, { 'Content-Length': 256 * 1024 * 1024 });
+      const piece = Buffer.alloc(1024 * 1024);
+      const pump = () => {
+        while (r.write(piece));
+      };
+      r.on('drain', pump);
+      pump();
+    });
+    const hugePort = await listen(huge, { host: '127.0.0.1', port: 0 });
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const reply = await client.request('127.0.0.1', hugePort, { method: 'GET', path: '/', signal: signal() });
+      const chunks = reply.body[Symbol.asyncIterator]();
+      await chunks.next();
+      await sleep(300);
+      // Socket buffers on both sides plus the client's 1 MiB queue: a few MiB, never the 256 MiB.
+      const sent = res!.socket!.bytesWritten;
+      assert.ok(sent < 64 * 1024 * 1024, `server got ${sent} bytes out`);
+      reply.discard();
+    } finally {
+      client.close();
+      res?.destroy();
+      await close(huge, 0);
+    }
+  });
+
+  it('fails a body whose consumer is gone when it is discarded, and opens a new connection next', async () => {
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const before = connections;
+      const res = await client.request('127.0.0.1', port, { method: 'GET', path: '/stall', signal: signal() });
+      res.discard();
+      await assert.rejects(drain(res.body));
+      const next = await client.request('127.0.0.1', port, { method: 'GET', path: '/small', signal: signal() });
+      assert.equal((await drain(next.body)).toString(), 'hello');
+      assert.equal(connections - before, 2);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('fails a body when its signal aborts', async () => {
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const abort = new AbortController();
+      const res = await client.request('127.0.0.1', port, { method: 'GET', path: '/stall', signal: abort.signal });
+      setTimeout(() => abort.abort(), 20);
+      await assert.rejects(drain(res.body), { name: 'AbortError' });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('reads a body without Content-Length to the close', async () => {
+    const { port: rawPort, stop } = await rawServer((s) => s.end('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end'));
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const res = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
+      assert.equal((await drain(res.body)).toString(), 'until the end');
+    } finally {
+      client.close();
+      await stop();
+    }
+  });
+
+  it('takes the whole body and drops the connection when the server sends more than it said', async () => {
+    let opened = 0;
+    const { server: raw, port: rawPort, stop } = await rawServer((s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcXYZ'));
+    raw.on('connection', () => opened++);
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const res = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
+        assert.equal((await drain(res.body)).toString(), 'abc');
+      }
+      assert.equal(opened, 2);
+    } finally {
+      client.close();
+      await stop();
+    }
+  });
+
+  for (const [what, reply] of [
+    ['a chunked body', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'],
+    ['a garbled status line', 'HTTP/1.1 OK\r\n\r\n'],
+    ['a head over 16 KiB', `HTTP/1.1 200 OK\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`],
+  ] as const) {
+    it(`refuses ${what} with an HttpProtocolError`, async () => {
+      const { port: rawPort, stop } = await rawServer((s) => s.write(reply));
+      const client = new Http1Client({ idleTimeoutMs: 5000 });
+      try {
+        await assert.rejects(client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() }), HttpProtocolError);
+      } finally {
+        client.close();
+        await stop();
+      }
+    });
+  }
+
+  it('reads a head that arrives a byte at a time', async () => {
+    const reply = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody');
+    const { port: rawPort, stop } = await rawServer((s) => {
+    void (async () => {
+      for (const byte of reply) {
+        s.write(Buffer.of(byte));
+        await sleep(1);
+      }
+    })();
+    });
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const res = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
+      assert.equal(res.status, 200);
+      assert.equal((await drain(res.body)).toString(), 'body');
+    } finally {
+      client.close();
+      await stop();
+    }
+  });
+});
