@@ -327,4 +327,20 @@ describe('Http1Client', () => {
       await stop();
     }
   });
+
+  it('refuses a path or header that would break the request framing, and keeps its connection', async () => {
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const before = connections;
+      const ok = await client.request('127.0.0.1', port, { method: 'GET', path: '/small', signal: signal() });
+      await drain(ok.body);
+      await assert.rejects(client.request('127.0.0.1', port, { method: 'GET', path: '/a b', signal: signal() }), /invalid request path/);
+      await assert.rejects(client.request('127.0.0.1', port, { method: 'GET', path: '/small', headers: { 'X-A': 'a\r\nX-B: b' }, signal: signal() }), /invalid request header/);
+      const again = await client.request('127.0.0.1', port, { method: 'GET', path: '/small', signal: signal() });
+      assert.equal((await drain(again.body)).toString(), 'hello');
+      assert.equal(connections - before, 1);
+    } finally {
+      client.close();
+    }
+  });
 });

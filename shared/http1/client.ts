@@ -5,7 +5,7 @@
  * a Shoal mirror sends; anything else is an HttpProtocolError.
  */
 import { ChunkPool } from '../chunk-pool.ts';
-import { Connection, StaleConnectionError, type Http1Request, type Http1Response } from './connection.ts';
+import { Connection, requestHead, StaleConnectionError, type Http1Request, type Http1Response } from './connection.ts';
 
 export { HttpProtocolError } from './response-head.ts';
 export { IdleTimeoutError, type Http1Request, type Http1Response } from './connection.ts';
@@ -44,10 +44,11 @@ export class Http1Client {
 
   /** Sends `req` to host:port; resolves with the response once its head has arrived. */
   async request(host: string, port: number, req: Http1Request): Promise<Http1Response> {
+    const head = requestHead(host, port, req);
     const reused = this.#takeIdle(host, port);
     if (reused !== undefined) {
       try {
-        return await reused.send(req);
+        return await reused.send(req, head);
       } catch (err) {
         // The server closed it while it sat idle; the request never got there.
         if (!(err instanceof StaleConnectionError)) throw err;
@@ -65,7 +66,7 @@ export class Http1Client {
       req.signal,
     );
     this.#all.add(conn);
-    return conn.send(req);
+    return conn.send(req, head);
   }
 
   /** Closes every connection; exchanges in flight fail. */

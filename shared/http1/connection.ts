@@ -130,11 +130,10 @@ export class Connection {
     });
   }
 
-  /** Sends a request; resolves once the response head has arrived. */
-  send(req: Http1Request): Promise<Http1Response> {
+  /** Sends a request, `head` its bytes from requestHead(); resolves once the response head has arrived. */
+  send(req: Http1Request, head: string): Promise<Http1Response> {
     if (this.#closed || this.#exchange !== undefined) return Promise.reject(new Error('connection busy or closed'));
     this.#exchanges++;
-    const head = requestHead(this.#init.host, this.#init.port, req);
     return new Promise((resolve, reject) => {
       const onAbort = () => this.#destroy(abortError(req.signal));
       const ex: Exchange = {
@@ -299,7 +298,8 @@ export class Connection {
   }
 }
 
-function requestHead(host: string, port: number, req: Http1Request): string {
+/** A request's head on the wire; throws on a path or header that would break the framing. */
+export function requestHead(host: string, port: number, req: Http1Request): string {
   if (/[\r\n\s]/.test(req.path)) throw new Error(`invalid request path ${JSON.stringify(req.path)}`);
   const authority = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
   let head = `${req.method} ${req.path} HTTP/1.1\r\nHost: ${authority}\r\n`;
