@@ -1,5 +1,5 @@
 /** The mirror's own metrics. */
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { createPeerMetrics, type PeerMetrics } from '../shared/peers/metrics.ts';
 
 export type Source = 'local' | 'peer' | 'upstream' | 'miss';
@@ -63,4 +63,16 @@ export function createMirrorMetrics(registry: Registry): MirrorMetrics {
       registers: [registry],
     }),
   };
+}
+
+/** The spool's size, read at each scrape: bytes held by downloads in progress (at their full size) and complete files not yet removed. */
+export function registerSpoolBytes(registry: Registry, usedBytes: () => number): void {
+  new Gauge({
+    name: 'shoal_spool_bytes',
+    help: 'Bytes the upstream spool holds now: downloads in progress (at their full size) and complete files not yet removed.',
+    registers: [registry],
+    collect() {
+      this.set(usedBytes());
+    },
+  });
 }

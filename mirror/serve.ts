@@ -6,7 +6,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { join } from 'node:path';
 import { UpstreamClient } from '../shared/distribution/client.ts';
 import { readRegistryCredentialsFile } from '../shared/distribution/docker-config.ts';
@@ -19,7 +19,7 @@ import { createOpsHandler } from '../shared/ops-handler.ts';
 import { DhtRouter } from '../shared/p2p/dht-router.ts';
 import { readNetworkKeyFile } from '../shared/p2p/network-key.ts';
 import { Advertiser } from './advertiser/advertiser.ts';
-import { createMirrorMetrics, type MirrorMetrics } from './metrics.ts';
+import { createMirrorMetrics, registerSpoolBytes, type MirrorMetrics } from './metrics.ts';
 import type { serveFlags } from './options.ts';
 import { PeerSource } from '../shared/peers/peer-source.ts';
 import { createRegistryHandler } from './registry/handler.ts';
@@ -108,14 +108,7 @@ async function startUpstreamFallback(
   const log = logger.with({ component: 'upstream' });
   const credentials = options.registryCredentialsFile === '' ? undefined : await readRegistryCredentialsFile(options.registryCredentialsFile);
   const spool = await Spool.open({ dir: join(options.dataDir, 'spool'), maxBytes: options.spoolMaxBytes, isResumable: isResumableUpstreamFailure, logger: log });
-  new Gauge({
-    name: 'shoal_spool_bytes',
-    help: 'Bytes the upstream spool holds now: downloads in progress (at their full size) and complete files not yet removed.',
-    registers: [metricsRegistry],
-    collect() {
-      this.set(spool.usedBytes);
-    },
-  });
+  registerSpoolBytes(metricsRegistry, () => spool.usedBytes);
   const client = new UpstreamClient({
     plainHttpRegistries: options.mirroredRegistries.filter((r) => r.upstream.protocol === 'http:').map((r) => r.host),
     logger: log,

@@ -6,7 +6,7 @@
  * process that made them; one whose process is gone is removed by the next
  * createThrottledHost, so a crashed run leaves nothing behind for long.
  */
-import { run } from './procs.ts';
+import { processStartTime, run } from './procs.ts';
 
 export interface ThrottledHostInit {
   /** The link's rate in both directions, in Mbit/s. */
@@ -33,7 +33,8 @@ export async function createThrottledHost(init: ThrottledHostInit): Promise<Thro
   if (!Number.isFinite(init.rateMbit) || init.rateMbit <= 0) throw new RangeError(`rateMbit ${init.rateMbit} is not a rate`);
   await removeLeftoverNamespaces();
   const n = made++;
-  const name = `${PREFIX}${process.pid}-${n}`;
+  // The start time with the pid: a leftover is told from a live run even after its pid is reused.
+  const name = `${PREFIX}${process.pid}-${processStartTime(process.pid) ?? '0'}-${n}`;
   // Interface names are at most 15 characters; the pid keeps parallel runs apart.
   const outside = `sh${process.pid}o${n}`.slice(0, 15);
   const inside = `sh${process.pid}i${n}`.slice(0, 15);
@@ -69,21 +70,12 @@ function ip_(args: string[]): Promise<{ stdout: Buffer; stderr: string }> {
   return run('ip', args, { timeoutMs: 10_000 });
 }
 
-/** Removes namespaces of ours whose process is gone. */
+/** Removes namespaces of ours whose process is gone (the same pid and start time no longer run). */
 async function removeLeftoverNamespaces(): Promise<void> {
   const { stdout } = await ip_(['netns', 'list']);
   for (const line of stdout.toString('utf8').split('\n')) {
-    const m = /^shoal-(\d+)-\d+/.exec(line);
-    if (m === null || isRunning(Number(m[1]))) continue;
+    const m = /^shoal-(\d+)-(\d+)-\d+/.exec(line);
+    if (m === null || processStartTime(Number(m[1])) === m[2]) continue;
     await ip_(['netns', 'del', m[0]]).catch(() => {});
-  }
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -19,9 +19,8 @@ import { readAll, type ContentStore, type Descriptor } from '../store/store.ts';
 import type { MirrorMetrics } from '../metrics.ts';
 import { isPeerRequest } from '../../shared/peers/peer-client.ts';
 import type { PeerSource } from '../../shared/peers/peer-source.ts';
-import { SpoolEntry, SpoolEntryGoneError } from '../spool/entry.ts';
-import { RelayedBlob } from '../upstream/relay.ts';
-import { UPSTREAM_FETCH_HEADER, type UpstreamFallback } from '../upstream/fallback.ts';
+import { SpoolEntryGoneError } from '../spool/entry.ts';
+import { UPSTREAM_FETCH_HEADER, type FallbackBlob, type UpstreamFallback } from '../upstream/fallback.ts';
 import { RegistryError } from './errors.ts';
 import { parseRange, type ByteRange } from './range.ts';
 import { parseRoute, type Route } from './route.ts';
@@ -332,7 +331,7 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     res: ServerResponse,
     head: boolean,
     digest: Digest,
-    entryOf: () => Promise<SpoolEntry | RelayedBlob | undefined>,
+    entryOf: () => Promise<FallbackBlob | undefined>,
     toPeer: boolean,
   ): Promise<void> {
     const unknown = () => {
@@ -346,11 +345,11 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     try {
       ({ slice, length } = setBlobHeaders(req, res, digest, entry.size));
     } catch (err) {
-      if (entry instanceof RelayedBlob) entry.close();
+      entry.release();
       throw err;
     }
     if (head) {
-      if (entry instanceof RelayedBlob) entry.close();
+      entry.release();
       metrics.requests.inc({ source: 'upstream', kind: 'blob' });
       res.end();
       return;
@@ -368,7 +367,7 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     const partial = entry;
     async function* counted(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
       for await (const chunk of chunks) {
-        if (toPeer && partial instanceof SpoolEntry && partial.state === 'downloading') metrics.spoolPartialPeerBytes.inc(chunk.length);
+        if (toPeer && partial.partial) metrics.spoolPartialPeerBytes.inc(chunk.length);
         yield chunk;
       }
     }

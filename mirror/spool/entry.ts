@@ -134,6 +134,14 @@ export class SpoolEntry {
     return this.#state;
   }
 
+  /** Whether its bytes are still arriving (bytes read now come from a partial download). */
+  get partial(): boolean {
+    return this.#state === 'downloading';
+  }
+
+  /** Nothing to let go of: readers, not this object, hold the entry. */
+  release(): void {}
+
   /** Bytes on disk so far. */
   get written(): number {
     return this.#written;

@@ -11,11 +11,10 @@ import { silentLogger } from '../../shared/log.ts';
 import { rendezvousPick } from '../../shared/p2p/rendezvous.ts';
 import type { Provider } from '../../shared/p2p/router.ts';
 import { createMirrorMetrics } from '../metrics.ts';
-import type { SpoolEntry } from '../spool/entry.ts';
 import { Spool } from '../spool/spool.ts';
 import { isResumableUpstreamFailure } from '../spool/upstream-source.ts';
 import { ContentMismatchError } from '../../shared/verify.ts';
-import { UPSTREAM_FETCH_HEADER, UpstreamFallback } from './fallback.ts';
+import { UPSTREAM_FETCH_HEADER, UpstreamFallback, type FallbackBlob } from './fallback.ts';
 import { RelayedBlob } from './relay.ts';
 
 const bytes = randomBytes(300 * 1024);
@@ -49,7 +48,7 @@ function idThat(wins: boolean, other: string): string {
   }
 }
 
-async function readAll(entry: SpoolEntry | RelayedBlob | undefined): Promise<Buffer> {
+async function readAll(entry: FallbackBlob | undefined): Promise<Buffer> {
   assert.ok(entry !== undefined, 'an entry');
   const chunks: Uint8Array[] = [];
   for await (const chunk of entry.reader()) chunks.push(chunk);

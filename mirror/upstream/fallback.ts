@@ -26,12 +26,27 @@ import { rendezvousPick } from '../../shared/p2p/rendezvous.ts';
 import type { PeerSource } from '../../shared/peers/peer-source.ts';
 import type { LivePeers, Provider } from '../../shared/p2p/router.ts';
 import type { MirrorMetrics } from '../metrics.ts';
-import type { BlobSource, SpoolEntry } from '../spool/entry.ts';
+import type { BlobSource, SpoolEntry, SpoolReader } from '../spool/entry.ts';
+import type { Slice } from '../../shared/verify.ts';
 import { SPOOL_DEFAULTS, type Spool } from '../spool/spool.ts';
 import { isResumableUpstreamFailure, openRest, upstreamSource, type UpstreamSourceInit } from '../spool/upstream-source.ts';
 import { RelayedBlob } from './relay.ts';
 
 /** Beside Shoal-Peer-Request: "download it from upstream for me if you do not have it". */
+/**
+ * A blob the fallback hands to one client: its download in this node's spool,
+ * or a relay of the answer of the node downloading it.
+ */
+export interface FallbackBlob {
+  readonly size: number;
+  /** Whether bytes read now come from a download still in progress on this node. */
+  readonly partial: boolean;
+  /** Its bytes, checked; a spool entry just removed throws SpoolEntryGoneError. */
+  reader(slice?: Slice): SpoolReader;
+  /** Lets go of it unread (a HEAD, a bad Range). */
+  release(): void;
+}
+
 export const UPSTREAM_FETCH_HEADER = 'Shoal-Upstream-Fetch';
 
 export interface UpstreamFallbackInit {
@@ -110,7 +125,7 @@ export class UpstreamFallback {
    * this node downloads it itself whoever it thinks owns it. `signal`: the
    * client went away (it ends a relay, never a download others may share).
    */
-  async blob(registry: string, repository: string, digest: Digest, asked: boolean, signal: AbortSignal): Promise<SpoolEntry | RelayedBlob | undefined> {
+  async blob(registry: string, repository: string, digest: Digest, asked: boolean, signal: AbortSignal): Promise<FallbackBlob | undefined> {
     const existing = this.spooled(digest);
     if (existing !== undefined) return existing;
     let starting = this.#starting.get(digest.text);

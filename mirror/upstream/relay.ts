@@ -62,6 +62,14 @@ export class RelayedBlob {
     return { [Symbol.asyncIterator]: () => chunks, close: () => this.close() };
   }
 
+  /** Never from a download on this node. */
+  readonly partial = false;
+
+  /** Lets go of it unread: the same as close(). */
+  release(): void {
+    this.close();
+  }
+
   /** Ends the relay: drops the downloader's answer (a read waiting on it wakes and fails) and any resume in flight. */
   close(): void {
     this.#abort.abort();
