@@ -130,9 +130,11 @@ export class Providers {
     clearTimeout(this.#laterTimer);
     this.#onWanted?.();
     this.#onWanted = undefined;
-    this.#abort.abort();
     if (!this.#resolved) this.#resolve('miss');
     this.#notify();
+    // Stopping a lookup aborts its RPCs in flight, synchronously (streams reset, errors built):
+    // milliseconds on a busy node. The waiters, woken above, answer first (a miss is a 404 to send).
+    setImmediate(() => this.#abort.abort());
   }
 
   #resolve(outcome: ResolveOutcome): void {
