@@ -63,7 +63,7 @@ interface Exchange {
   readonly method: string;
   readonly signal: AbortSignal;
   readonly onAbort: () => void;
-  phase: 'head' | 'body' | 'done';
+  phase: 'head' | 'body';
   /** Head bytes so far when the head spans reads (copied: read buffers are reused). */
   partialHead: Buffer | undefined;
   /** Body bytes still to come; Infinity until the server closes. */
@@ -123,7 +123,7 @@ export class Connection {
       socket.once('connect', onConnect);
       socket.once('error', onError);
       // Kept for the socket's whole life: an 'error' without a listener would crash the process.
-      socket.on('error', (err) => c.#fail(err));
+      socket.on('error', (err) => c.#destroy(err));
       socket.on('end', () => c.#onEnd());
       socket.on('close', () => c.#onClose());
       if (signal.aborted) onAbort();
@@ -175,7 +175,7 @@ export class Connection {
   /** Returns false to stop reading (the body queue is full). */
   #onRead(n: number, buf: Buffer): boolean {
     const ex = this.#exchange;
-    if (ex === undefined || ex.phase === 'done') {
+    if (ex === undefined) {
       this.#spare = buf;
       this.#destroy(new HttpProtocolError('bytes from the server outside a response'));
       return false;
@@ -223,11 +223,13 @@ export class Connection {
       },
     });
     const rest = all.subarray(end + 4);
+    if (ex.remaining > 0 && rest.length === 0) {
+      this.#spare = buf;
+      return true;
+    }
     // After a head that spanned reads, `rest` is a view of the copy: the read buffer stays ours.
     if (all !== data) this.#spare = buf;
-    if (ex.remaining === 0 || rest.length > 0) return this.#deliver(ex, rest, all === data ? buf : undefined);
-    this.#spare = buf;
-    return true;
+    return this.#deliver(ex, rest, all === data ? buf : undefined);
   }
 
   /** Passes body bytes on; `pooled` is the read buffer `data` is a view of, if it is one. */
@@ -258,7 +260,6 @@ export class Connection {
   }
 
   #finish(ex: Exchange, reusable: boolean): void {
-    ex.phase = 'done';
     ex.body?.end();
     ex.signal.removeEventListener('abort', ex.onAbort);
     this.#exchange = undefined;
@@ -274,10 +275,6 @@ export class Connection {
 
   #onClose(): void {
     this.#destroy(new Error(`connection to ${this.#init.host}:${this.#init.port} closed`));
-  }
-
-  #fail(err: Error): void {
-    this.#destroy(err);
   }
 
   #destroy(err: Error): void {
