@@ -14,11 +14,14 @@ export interface BodyQueueInit {
   onIdle: () => void;
   /** Called when the queue fell below the bound again (resume the socket). */
   onDrain: () => void;
+  /** Called when the consumer stops reading before the body ended or failed (drop the connection). */
+  onAbandon: () => void;
 }
 
 export class BodyQueue {
   readonly #init: BodyQueueInit;
   readonly #chunks: Uint8Array[] = [];
+  readonly #costs: number[] = [];
   #head = 0;
   #queuedBytes = 0;
   #ended = false;
@@ -31,10 +34,15 @@ export class BodyQueue {
     this.#init = init;
   }
 
-  /** Adds a chunk; false when the bound is reached and the socket should pause. */
-  push(chunk: Uint8Array): boolean {
+  /**
+   * Adds a chunk; false when the bound is reached and the socket should pause.
+   * `costBytes`: the memory it holds, when more than its length (a view keeps
+   * its whole read buffer alive).
+   */
+  push(chunk: Uint8Array, costBytes = chunk.length): boolean {
     this.#chunks.push(chunk);
-    this.#queuedBytes += chunk.length;
+    this.#costs.push(costBytes);
+    this.#queuedBytes += costBytes;
     this.#wakeUp();
     return this.#queuedBytes < this.#init.highWaterBytes;
   }
@@ -53,6 +61,7 @@ export class BodyQueue {
   fail(err: Error): void {
     this.#error ??= err;
     this.#chunks.length = 0;
+    this.#costs.length = 0;
     this.#head = 0;
     this.#queuedBytes = 0;
     this.#wakeUp();
@@ -67,13 +76,15 @@ export class BodyQueue {
         if (this.#error !== undefined) throw this.#error;
         if (this.#head < this.#chunks.length) {
           const chunk = this.#chunks[this.#head]!;
+          const cost = this.#costs[this.#head]!;
           this.#chunks[this.#head++] = EMPTY;
           if (this.#head === this.#chunks.length) {
             this.#chunks.length = 0;
+            this.#costs.length = 0;
             this.#head = 0;
           }
           const wasFull = this.#queuedBytes >= this.#init.highWaterBytes;
-          this.#queuedBytes -= chunk.length;
+          this.#queuedBytes -= cost;
           if (wasFull && this.#queuedBytes < this.#init.highWaterBytes) this.#init.onDrain();
           yield chunk;
           continue;
@@ -83,6 +94,8 @@ export class BodyQueue {
       }
     } finally {
       clearTimeout(this.#timer);
+      // Left early (a break, or return()): nobody will read the rest.
+      if (!this.#ended && this.#error === undefined) this.#init.onAbandon();
     }
   }
 

@@ -343,4 +343,57 @@ describe('Http1Client', () => {
       client.close();
     }
   });
+
+  it('does not send a request again when a kept connection answers it with a protocol error', async () => {
+    let requests = 0;
+    const sockets = new Set<Socket>();
+    const raw = createTcpServer((s) => {
+      sockets.add(s);
+      s.on('error', () => {});
+      let onThis = 0;
+      s.on('data', () => {
+        requests++;
+        s.write(++onThis === 1 ? 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' : 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+      });
+    });
+    const rawPort = await listen(raw, { host: '127.0.0.1', port: 0 });
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const first = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
+      assert.equal((await drain(first.body)).toString(), 'ok');
+      await assert.rejects(client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() }), HttpProtocolError);
+      assert.equal(requests, 2);
+    } finally {
+      client.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => raw.close(resolve));
+    }
+  });
+
+  it('closes the connection of a body its consumer stopped reading', async () => {
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    try {
+      const before = connections;
+      const closed = new Promise<void>((resolve) => server.once('request', (req) => req.socket.once('close', () => resolve())));
+      const res = await client.request('127.0.0.1', port, { method: 'GET', path: '/big', signal: signal() });
+      for await (const chunk of res.body) {
+        assert.ok(chunk.length > 0);
+        break;
+      }
+      // At once, not whenever something else times the connection out.
+      const late = sleep(1000).then(() => 'still open');
+      assert.equal(await Promise.race([closed.then(() => 'closed'), late]), 'closed');
+      const next = await client.request('127.0.0.1', port, { method: 'GET', path: '/small', signal: signal() });
+      assert.equal((await drain(next.body)).toString(), 'hello');
+      assert.equal(connections - before, 2);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('refuses requests once closed', async () => {
+    const client = new Http1Client({ idleTimeoutMs: 5000 });
+    client.close();
+    await assert.rejects(client.request('127.0.0.1', port, { method: 'GET', path: '/small', signal: signal() }), /closed/);
+  });
 });

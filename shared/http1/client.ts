@@ -40,6 +40,7 @@ export class Http1Client {
   readonly #idle = new Map<string, Connection[]>();
   readonly #idleTimers = new Map<Connection, NodeJS.Timeout>();
   readonly #all = new Set<Connection>();
+  #closed = false;
 
   constructor(init: Http1ClientInit) {
     this.#idleTimeoutMs = init.idleTimeoutMs;
@@ -49,6 +50,7 @@ export class Http1Client {
 
   /** Sends `req` to host:port; resolves with the response once its head has arrived. */
   async request(host: string, port: number, req: Http1Request): Promise<Http1Response> {
+    if (this.#closed) throw new Error('HTTP client closed');
     const head = requestHead(host, port, req);
     const reused = this.#takeIdle(host, port);
     if (reused !== undefined) {
@@ -70,12 +72,17 @@ export class Http1Client {
       },
       req.signal,
     );
+    if (this.#closed) {
+      conn.destroy();
+      throw new Error('HTTP client closed');
+    }
     this.#all.add(conn);
     return conn.send(req, head);
   }
 
-  /** Closes every connection; exchanges in flight fail. */
+  /** Closes every connection; exchanges in flight fail, and so do later requests. */
   close(): void {
+    this.#closed = true;
     for (const conn of [...this.#all]) conn.destroy();
   }
 

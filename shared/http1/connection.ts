@@ -66,6 +66,8 @@ interface Exchange {
   phase: 'head' | 'body';
   /** Head bytes so far when the head spans reads (copied: read buffers are reused). */
   partialHead: Buffer | undefined;
+  /** Whether any byte of the response arrived (after one, a failure is no stale connection). */
+  answered: boolean;
   /** Body bytes still to come; Infinity until the server closes. */
   remaining: number;
   reusable: boolean;
@@ -142,6 +144,7 @@ export class Connection {
         onAbort,
         phase: 'head',
         partialHead: undefined,
+        answered: false,
         remaining: 0,
         reusable: false,
         body: undefined,
@@ -180,6 +183,7 @@ export class Connection {
       this.#destroy(new HttpProtocolError('bytes from the server outside a response'));
       return false;
     }
+    ex.answered = true;
     const data = buf.subarray(0, n);
     if (ex.phase === 'body') return this.#deliver(ex, data, buf);
     const all = ex.partialHead === undefined ? data : Buffer.concat([ex.partialHead, data]);
@@ -211,7 +215,13 @@ export class Connection {
       highWaterBytes: BODY_HIGH_WATER_BYTES,
       idleTimeoutMs: this.#init.idleTimeoutMs,
       onIdle: () => this.#destroy(new IdleTimeoutError(`${this.#init.host}:${this.#init.port} sent nothing for ${this.#init.idleTimeoutMs} ms`)),
-      onDrain: () => this.#socket.resume(),
+      // Only while this is the connection's exchange: a finished body's consumer must not restart reads for the next one.
+      onDrain: () => {
+        if (this.#exchange === ex) this.#socket.resume();
+      },
+      onAbandon: () => {
+        if (this.#exchange === ex) this.#destroy(new Error('response body abandoned'));
+      },
     });
     ex.body = body;
     ex.resolve({
@@ -242,7 +252,8 @@ export class Connection {
     }
     let more = true;
     if (piece.length > 0) {
-      more = body.push(piece);
+      // A view keeps its whole read buffer alive: that is what it costs the queue.
+      more = body.push(piece, piece.buffer === pooled?.buffer ? pooled.length : piece.length);
       ex.remaining -= piece.length;
     }
     if (data.length > piece.length) {
@@ -284,7 +295,7 @@ export class Connection {
       clearTimeout(ex.headTimer);
       ex.signal.removeEventListener('abort', ex.onAbort);
       // A reused connection that failed before any response byte: the server had closed it while it sat idle.
-      const stale = ex.phase === 'head' && ex.partialHead === undefined && this.#exchanges > 1 && !(err instanceof IdleTimeoutError) && !ex.signal.aborted;
+      const stale = !ex.answered && this.#exchanges > 1 && !(err instanceof IdleTimeoutError) && !ex.signal.aborted;
       if (ex.phase === 'head') ex.reject(stale ? new StaleConnectionError(err.message, { cause: err }) : err);
       else ex.body!.fail(err);
     }

@@ -3,9 +3,14 @@ import { HttpProtocolError, parseResponseHead } from './response-head.ts';
 
 describe('parseResponseHead', () => {
   const head = (...lines: string[]) => lines.join('\r\n');
+  // The headers object has no prototype; compare its fields.
+  const parse = (text: string, method: string) => {
+    const parsed = parseResponseHead(text, method);
+    return { ...parsed, headers: { ...parsed.headers } };
+  };
 
   it('reads the status and the fields, names in lower case, repeated values joined', () => {
-    const parsed = parseResponseHead(head('HTTP/1.1 206 Partial Content', 'Content-Length: 10', 'X-A: 1', 'x-a:  2  ', 'Content-Range: bytes 0-9/20'), 'GET');
+    const parsed = parse(head('HTTP/1.1 206 Partial Content', 'Content-Length: 10', 'X-A: 1', 'x-a:  2  ', 'Content-Range: bytes 0-9/20'), 'GET');
     assert.deepEqual(parsed, {
       status: 206,
       headers: { 'content-length': '10', 'x-a': '1, 2', 'content-range': 'bytes 0-9/20' },
@@ -22,7 +27,7 @@ describe('parseResponseHead', () => {
   });
 
   it('reads a body without Content-Length to the close, and does not reuse that connection', () => {
-    assert.deepEqual(parseResponseHead(head('HTTP/1.1 200 OK'), 'GET'), { status: 200, headers: {}, bodyLength: 'close', reusable: false });
+    assert.deepEqual(parse(head('HTTP/1.1 200 OK'), 'GET'), { status: 200, headers: {}, bodyLength: 'close', reusable: false });
   });
 
   it('reuses a connection unless the server says close or speaks HTTP/1.0 without keep-alive', () => {
@@ -30,6 +35,12 @@ describe('parseResponseHead', () => {
     assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 0', 'Connection: Keep-Alive'), 'GET').reusable, true);
     assert.equal(parseResponseHead(head('HTTP/1.0 200 OK', 'Content-Length: 0'), 'GET').reusable, false);
     assert.equal(parseResponseHead(head('HTTP/1.0 200 OK', 'Content-Length: 0', 'Connection: keep-alive'), 'GET').reusable, true);
+  });
+
+  it('keeps a field named like an object property as a plain field', () => {
+    const parsed = parseResponseHead(head('HTTP/1.1 204 No Content', '__proto__: x', 'constructor: y'), 'GET');
+    assert.equal(parsed.headers['__proto__'], 'x');
+    assert.equal(parsed.headers['constructor'], 'y');
   });
 
   it('accepts a repeated Content-Length only when the values agree', () => {

@@ -33,7 +33,8 @@ export function parseResponseHead(head: string, requestMethod: string): Response
   const lines = head.split('\r\n');
   const status = STATUS_LINE.exec(lines[0]!);
   if (status === null) throw new HttpProtocolError(`bad status line ${JSON.stringify(lines[0]!.slice(0, 80))}`);
-  const headers: Record<string, string> = {};
+  // No prototype: a field named `constructor` or `__proto__` is just a field.
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const line of lines.slice(1)) {
     const field = FIELD_LINE.exec(line);
     if (field === null) throw new HttpProtocolError(`bad header line ${JSON.stringify(line.slice(0, 80))}`);
