@@ -35,6 +35,21 @@ describe('Providers', () => {
     assert.deepEqual(router.lookups, ['sha256:abc']);
   });
 
+  it('answers a miss before it stops the lookup, and stops it right after', async () => {
+    // Stopping a lookup can be slow (RPCs in flight reset, synchronously): the answer must not wait for it.
+    const events: string[] = [];
+    const router = new ScriptedRouter([{ provider: p(2), atMs: 1000 }]);
+    const lookup = router.lookup.bind(router);
+    router.lookup = (key, options) => {
+      options.signal.addEventListener('abort', () => events.push('lookup stopped'));
+      return lookup(key, options);
+    };
+    const { providers } = start(router, { onResolved: (outcome) => events.push(outcome) });
+    assert.equal(await providers.next(), undefined);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(events, ['miss', 'lookup stopped']);
+  });
+
   it('waits past the resolve timeout for later providers once the first came in time', async () => {
     const router = new ScriptedRouter([
       { provider: p(2), atMs: 0 },
