@@ -15,13 +15,17 @@ async function drain(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** A raw TCP server that answers each connection's first request with `answer`. */
-async function rawServer(answer: (socket: Socket) => void): Promise<{ server: TcpServer; port: number; stop: () => Promise<void> }> {
+/**
+ * A raw TCP server: `answer` gets each request (one read of the socket: the
+ * client's requests are small) with its place on the connection, from 0.
+ */
+async function rawServer(answer: (socket: Socket, request: number) => void): Promise<{ server: TcpServer; port: number; stop: () => Promise<void> }> {
   const sockets = new Set<Socket>();
   const server = createTcpServer((socket) => {
     sockets.add(socket);
     socket.on('error', () => {});
-    socket.once('data', () => answer(socket));
+    let requests = 0;
+    socket.on('data', () => answer(socket, requests++));
   });
   const port = await listen(server, { host: '127.0.0.1', port: 0 });
   const stop = () =>
@@ -143,16 +147,9 @@ describe('Http1Client', () => {
 
   it('sends again on a new connection when the server had closed the kept one', async () => {
     // Each connection answers one request and drops the next unanswered: a server that closed it while idle.
+    const { server: raw, port: rawPort, stop } = await rawServer((s, request) => (request === 0 ? s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok') : s.destroy()));
     let opened = 0;
-    const sockets = new Set<Socket>();
-    const raw = createTcpServer((s) => {
-      opened++;
-      sockets.add(s);
-      s.on('error', () => {});
-      let requests = 0;
-      s.on('data', () => (++requests === 1 ? s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok') : s.destroy()));
-    });
-    const rawPort = await listen(raw, { host: '127.0.0.1', port: 0 });
+    raw.on('connection', () => opened++);
     const client = new Http1Client({ idleTimeoutMs: 5000 });
     try {
       for (let i = 0; i < 3; i++) {
@@ -162,8 +159,7 @@ describe('Http1Client', () => {
       assert.equal(opened, 3);
     } finally {
       client.close();
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => raw.close(resolve));
+      await stop();
     }
   });
 
@@ -346,17 +342,10 @@ describe('Http1Client', () => {
 
   it('does not send a request again when a kept connection answers it with a protocol error', async () => {
     let requests = 0;
-    const sockets = new Set<Socket>();
-    const raw = createTcpServer((s) => {
-      sockets.add(s);
-      s.on('error', () => {});
-      let onThis = 0;
-      s.on('data', () => {
-        requests++;
-        s.write(++onThis === 1 ? 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' : 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
-      });
+    const { port: rawPort, stop } = await rawServer((s, request) => {
+      requests++;
+      s.write(request === 0 ? 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' : 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
     });
-    const rawPort = await listen(raw, { host: '127.0.0.1', port: 0 });
     const client = new Http1Client({ idleTimeoutMs: 5000 });
     try {
       const first = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
@@ -365,8 +354,7 @@ describe('Http1Client', () => {
       assert.equal(requests, 2);
     } finally {
       client.close();
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => raw.close(resolve));
+      await stop();
     }
   });
 
