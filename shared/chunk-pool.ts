@@ -4,14 +4,23 @@
  * faster than V8 collects it (the mirror's peak RSS under load was mostly
  * such garbage), and every allocation costs GC time.
  *
- * A buffer handed out by take() comes back to its pool only when the one who
- * finished with it says so through released(chunk) (the response writer,
- * once the socket has written the chunk). A buffer that never comes back is
- * simply garbage: when none is free, take() allocates a new one, so a
- * consumer that never releases costs allocations, never a stall.
+ * A pooled buffer is counted: take() hands it out with one reference, every
+ * retain() adds one, and every released(chunk) (of any view of it) drops one;
+ * it goes back to its pool when none is left. So a buffer whose views several
+ * holders keep (a download's window, readers whose responses are still writing
+ * them) is reused only once all of them are done with it. A holder that never
+ * releases costs an allocation, never a stall: the buffer is simply garbage.
+ * A release without a reference is a bug that lets a buffer be reused under
+ * a reader: each holder releases what it took or retained, once.
  */
 
-const pools = new WeakMap<ArrayBufferLike, ChunkPool>();
+interface Counted {
+  /** Back to its pool. */
+  readonly give: (memory: ArrayBuffer) => void;
+  references: number;
+}
+
+const counts = new WeakMap<ArrayBufferLike, Counted>();
 
 export class ChunkPool {
   readonly chunkBytes: number;
@@ -24,24 +33,44 @@ export class ChunkPool {
     this.#keep = keep;
   }
 
-  /** A buffer of chunkBytes, free for the caller to fill. */
+  /** A buffer of chunkBytes, free for the caller to fill; the caller holds its one reference. */
   take(): Buffer {
-    const reused = this.#free.pop();
-    if (reused !== undefined) return Buffer.from(reused, 0, this.chunkBytes);
-    // Its own memory (never a slice of Node's shared pool): it comes back by its ArrayBuffer.
-    const memory = new ArrayBuffer(this.chunkBytes);
-    pools.set(memory, this);
+    let memory = this.#free.pop();
+    if (memory === undefined) {
+      // Its own memory (never a slice of Node's shared pool): it is counted by its ArrayBuffer.
+      memory = new ArrayBuffer(this.chunkBytes);
+      counts.set(memory, { give: (m) => this.#give(m), references: 1 });
+    } else {
+      counts.get(memory)!.references = 1;
+    }
     return Buffer.from(memory, 0, this.chunkBytes);
   }
 
-  /** Back for reuse: nobody will touch `memory` again. */
-  give(memory: ArrayBuffer): void {
-    if (this.#free.length < this.#keep && !this.#free.includes(memory)) this.#free.push(memory);
+  /** Free buffers held for reuse now. */
+  get freeCount(): number {
+    return this.#free.length;
+  }
+
+  /** Lets go of the free buffers (nothing will be taken for a while); buffers in use come back as usual. */
+  clear(): void {
+    this.#free.length = 0;
+  }
+
+  #give(memory: ArrayBuffer): void {
+    if (this.#free.length < this.#keep) this.#free.push(memory);
   }
 }
 
-/** Says that `chunk` (a view of a pooled buffer, or any other bytes) is no longer needed by anyone. */
+/** Adds a reference to the pooled buffer `chunk` is a view of (nothing for other bytes); returns `chunk`. */
+export function retain<T extends Uint8Array>(chunk: T): T {
+  const counted = counts.get(chunk.buffer);
+  if (counted !== undefined) counted.references++;
+  return chunk;
+}
+
+/** Says that one holder of `chunk` (a view of a pooled buffer, or any other bytes) no longer needs it. */
 export function released(chunk: Uint8Array): void {
-  const pool = pools.get(chunk.buffer);
-  if (pool !== undefined) pool.give(chunk.buffer as ArrayBuffer);
+  const counted = counts.get(chunk.buffer);
+  if (counted === undefined || counted.references <= 0) return;
+  if (--counted.references === 0) counted.give(chunk.buffer as ArrayBuffer);
 }

@@ -5,28 +5,28 @@
  * as they come, coalescing the writes (see coalescing-writer.ts); when the
  * source fails mid-way it is asked again from the byte it stopped at. Readers
  * take what was received and wait for the next chunk (an event, never a poll):
- * the last chunks received from memory (see recent-chunks.ts), older bytes
- * from the file. Once the download has ended, only the file is read.
+ * the last bytes received from memory (see recent-bytes.ts), older bytes
+ * from the file, read into buffers of the same pool. Once the download has ended, only the file is read.
  * A reader never gets the last byte it wants until the whole blob has matched
  * its size and digest: a client cannot end up with a complete body that is
  * wrong. When the download fails, every reader fails with its error (a
  * ContentMismatchError when the bytes were wrong).
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { released, type ChunkPool } from '../../shared/chunk-pool.ts';
 import { newHasher, type Digest } from '../../shared/digest.ts';
 import type { Logger } from '../../shared/log.ts';
 import { ContentMismatchError, type Slice } from '../../shared/verify.ts';
 import { CoalescingWriter } from './coalescing-writer.ts';
-import { RecentChunks } from './recent-chunks.ts';
+import { RecentBytes } from './recent-bytes.ts';
 import { resumable } from './resumable.ts';
 
 /**
  * Where a download's bytes come from: the blob's bytes `offset` to the end.
  * Asked once with offset 0, then again from where it stopped after each
  * failure, up to the spool's resume limit. The signal fires when the spool
- * closes. A chunk is kept, and readers pass views of it on to every client
- * reading: the source must not reuse it, nor take it from a ChunkPool (the
- * first response to write it would give it back to the pool).
+ * closes. Each chunk is copied, then handed to released(): a chunk from a
+ * ChunkPool goes back to it at once.
  */
 export type BlobSource = (offset: number, signal: AbortSignal) => Promise<AsyncIterable<Uint8Array>>;
 
@@ -70,8 +70,10 @@ export interface EntryInit {
   lingerMs: number;
   observer: SpoolObserver;
   logger: Logger;
-  /** Most bytes already on disk kept in memory for readers at the head, now (see recent-chunks.ts). */
+  /** Most bytes already on disk kept in memory for readers at the head, now (see recent-bytes.ts). */
   windowBytes: () => number;
+  /** Memory for the window's segments and for readers' file reads; its chunks are the unit of both. */
+  pool: ChunkPool;
   /** Called once, when the file can go: the download failed, or it is complete, unread and past its linger (or evicted). */
   retire: (entry: SpoolEntry) => void;
 }
@@ -84,9 +86,6 @@ export interface EntryControl {
   evictIfIdle(): boolean;
 }
 
-/** Bytes a reader asks the file for at a time. */
-const READ_CHUNK = 256 * 1024;
-
 export class SpoolEntry {
   readonly digest: Digest;
   readonly size: number;
@@ -98,8 +97,8 @@ export class SpoolEntry {
   #state: SpoolState = 'downloading';
   #error: Error | undefined;
   #written = 0;
-  /** The last chunks received (its end: the bytes received); emptied when the download ends. */
-  readonly #recent: RecentChunks;
+  /** The last bytes received (its end: the bytes received); emptied when the download ends. */
+  readonly #recent: RecentBytes;
   #readers = 0;
   #retired = false;
   #linger: NodeJS.Timeout | undefined;
@@ -110,7 +109,7 @@ export class SpoolEntry {
     this.#init = init;
     this.digest = init.digest;
     this.size = init.size;
-    this.#recent = new RecentChunks(init.windowBytes);
+    this.#recent = new RecentBytes(init.pool, init.windowBytes);
     this.done = this.#download();
   }
 
@@ -218,17 +217,18 @@ export class SpoolEntry {
         // Behind the window (or the download has ended): the bytes are on disk.
         const length = Math.min(limit, this.#written) - pos;
         if (length <= 0) throw new Error(`${this.digest.text}: byte ${pos} is neither in memory nor on disk`);
-        const buffer = Buffer.allocUnsafe(Math.min(length, READ_CHUNK));
+        const buffer = this.#init.pool.take();
         let bytesRead: number;
         try {
           file ??= await open(this.#init.path, 'r');
-          ({ bytesRead } = await file.read(buffer, 0, buffer.length, pos));
+          ({ bytesRead } = await file.read(buffer, 0, Math.min(length, buffer.length), pos));
+          if (bytesRead === 0) throw new Error(`${this.digest.text}: spool file ends at ${pos}, ${this.#written} bytes were written`);
         } catch (err) {
+          released(buffer);
           // The download failed (and its file went) under us: say why it failed, not what that did to the read.
           this.#throwIfFailed();
           throw err;
         }
-        if (bytesRead === 0) throw new Error(`${this.digest.text}: spool file ends at ${pos}, ${this.#written} bytes were written`);
         pos += bytesRead;
         this.#init.observer.served?.(this.digest, bytesRead, partial);
         yield buffer.subarray(0, bytesRead);
@@ -275,10 +275,11 @@ export class SpoolEntry {
       });
       for await (const chunk of chunks) {
         hasher.update(chunk);
-        this.#recent.push(chunk);
+        const copies = this.#recent.push(chunk);
+        released(chunk);
         this.#recent.trim(this.#written);
         this.#notify();
-        await fileWriter.write(chunk);
+        for (const copy of copies) await fileWriter.write(copy);
       }
       // Once complete, readers take every byte up to the size from the file.
       await fileWriter.flush();

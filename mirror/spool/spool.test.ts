@@ -5,10 +5,11 @@ import { mkdir, mkdtemp, open, readdir, rm, writeFile, type FileHandle } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ChunkPool } from '../../shared/chunk-pool.ts';
 import { digestOf, type Digest } from '../../shared/digest.ts';
 import { ContentMismatchError, type Slice } from '../../shared/verify.ts';
 import { SpoolEntryGoneError, type BlobSource, type SpoolObserver } from './entry.ts';
-import { WINDOW_BYTES } from './recent-chunks.ts';
+import { WINDOW_BYTES } from './recent-bytes.ts';
 import { Spool, type SpoolInit } from './spool.ts';
 
 const PIECE = 16 * 1024;
@@ -343,7 +344,7 @@ describe('Spool', function () {
       return () => released.resolve();
     };
 
-    it('gives readers at the head the chunks received, from memory: no copy, no file read until the download ends', async function () {
+    it('gives readers at the head the bytes received, from memory: no file read until the download ends', async function () {
       const spool = await openSpool();
       const source = new TestSource(bytes);
       const half = 6 * PIECE;
@@ -358,13 +359,42 @@ describe('Spool', function () {
       const readers = [...got.map((pieces) => drain(entry.reader(), pieces)), drain(entry.reader({ start: PIECE + 5, end: 150_000 }), sliceGot)];
       await until(() => got.every((pieces) => length(pieces) === half), 'every reader to have what was received');
       assert.equal(entry.state, 'downloading');
-      for (const piece of got.flat()) assert.equal(piece.buffer, bytes.buffer, "a view of the source's chunk");
+      for (const piece of got.flat()) assert.notEqual(piece.buffer, bytes.buffer, "a copy: the source's buffer is free to go back to its pool");
       held.open();
       assert.equal(await entry.done, 'complete');
       assert.deepEqual(await Promise.all(readers), [undefined, undefined, undefined, undefined, undefined]);
       for (const pieces of got) assert.ok(Buffer.concat(pieces).equals(bytes));
       assert.ok(Buffer.concat(sliceGot).equals(bytes.subarray(PIECE + 5, 150_001)));
       assert.equal(readDuring(reads), 0, `${readDuring(reads)} bytes read from the file during the download`);
+    });
+
+    it('copies a pooled chunk and gives it back at once: a source that reuses its buffers changes nothing readers get', async function () {
+      const pool = new ChunkPool(PIECE, 2);
+      const used = new Set<ArrayBufferLike>();
+      let handedOut = 0;
+      const source: BlobSource = () =>
+        Promise.resolve(
+          (async function* () {
+            for (let at = 0; at < bytes.length; at += PIECE) {
+              await Promise.resolve();
+              const buffer = pool.take();
+              used.add(buffer.buffer);
+              const n = bytes.copy(buffer, 0, at, Math.min(bytes.length, at + PIECE));
+              handedOut++;
+              yield buffer.subarray(0, n);
+              // Scribbles on what it handed out, as a socket reading into the buffer again would.
+              buffer.fill(0xee);
+            }
+          })(),
+        );
+      const spool = await openSpool();
+      const entry = spool.download(digest, bytes.length, source)!;
+      const got = [[], []] as Uint8Array[][];
+      const readers = got.map((pieces) => drain(entry.reader(), pieces));
+      assert.equal(await entry.done, 'complete');
+      assert.deepEqual(await Promise.all(readers), [undefined, undefined]);
+      for (const pieces of got) assert.ok(Buffer.concat(pieces).equals(bytes));
+      assert.ok(handedOut > 4 && used.size === 1, `${used.size} buffers for ${handedOut} chunks: each came back before the next was taken`);
     });
 
     it('gives a reader behind the window the file up to it, then the window, and keeps the window within its bound', async function () {

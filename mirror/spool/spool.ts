@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import type { Digest } from '../../shared/digest.ts';
 import { silentLogger, type Logger } from '../../shared/log.ts';
 import { SpoolEntry, type BlobSource, type EntryControl, type SpoolObserver } from './entry.ts';
-import { WINDOW_BYTES } from './recent-chunks.ts';
+import { ChunkPool } from '../../shared/chunk-pool.ts';
+import { WINDOW_BYTES } from './recent-bytes.ts';
 
 export interface SpoolInit {
   /** The spool's own directory, `<data-dir>/spool`: emptied on open and close, so nothing else may live there. */
@@ -49,6 +50,15 @@ export const SPOOL_DEFAULTS = { maxResumes: 3, lingerMs: 10_000 } as const;
 const WINDOWS_BUDGET_BYTES = 64 * 1024 * 1024;
 const MIN_WINDOW_BYTES = 512 * 1024;
 
+/**
+ * The unit of the windows' memory and of readers' file reads: 4 per MiB, so
+ * few writes per MiB to a client, and a smallest window holds two. Enough are
+ * kept for one full window and its readers' writes in flight; the rest are
+ * let go when the last download ends.
+ */
+const SEGMENT_BYTES = 256 * 1024;
+const SEGMENTS_KEPT = WINDOW_BYTES / SEGMENT_BYTES + 16;
+
 interface Held {
   readonly entry: SpoolEntry;
   readonly control: EntryControl;
@@ -66,6 +76,7 @@ export class Spool {
   #files = 0;
   /** Downloads in progress: they share the windows' budget. */
   #downloading = 0;
+  readonly #pool = new ChunkPool(SEGMENT_BYTES, SEGMENTS_KEPT);
   #closed = false;
 
   private constructor(init: SpoolInit) {
@@ -129,10 +140,13 @@ export class Spool {
       observer: this.#observer,
       logger: this.#logger,
       windowBytes: () => Math.min(WINDOW_BYTES, Math.max(MIN_WINDOW_BYTES, Math.floor(WINDOWS_BUDGET_BYTES / Math.max(1, this.#downloading)))),
+      pool: this.#pool,
       retire: (entry) => this.#remove(entry, path),
     });
     this.#downloading++;
-    void held.entry.done.then(() => this.#downloading--);
+    void held.entry.done.then(() => {
+      if (--this.#downloading === 0) this.#pool.clear();
+    });
     this.#entries.set(digest.text, held);
     this.#usedBytes += size;
     return held.entry;

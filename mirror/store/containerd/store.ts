@@ -7,7 +7,7 @@ import { access, constants, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../../../shared/digest.ts';
 import { parseDigest } from '../../../shared/digest.ts';
-import { ChunkPool } from '../../../shared/chunk-pool.ts';
+import { ChunkPool, released } from '../../../shared/chunk-pool.ts';
 import { verifiedSlice, type Slice } from '../../../shared/verify.ts';
 import type { Logger } from '../../../shared/log.ts';
 import type { ContentStore, Descriptor, TagKey } from '../store.ts';
@@ -121,7 +121,7 @@ async function* fileChunks(path: string, pool: ChunkPool): AsyncGenerator<Uint8A
       const buffer = pool.take();
       const { bytesRead } = await file.read(buffer, 0, buffer.length, position);
       if (bytesRead === 0) {
-        pool.give(buffer.buffer as ArrayBuffer);
+        released(buffer);
         return;
       }
       position += bytesRead;
