@@ -9,6 +9,8 @@ import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { join } from 'node:path';
 import { UpstreamClient } from '../shared/distribution/client.ts';
+import { http1Fetch } from '../shared/distribution/http1-fetch.ts';
+import { Http1Client } from '../shared/http1/client.ts';
 import { readRegistryCredentialsFile } from '../shared/distribution/docker-config.ts';
 import type { FlagValues } from '../shared/cli.ts';
 import { close, listen } from '../shared/http-listen.ts';
@@ -90,6 +92,7 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<Runn
       await Promise.all([close(registryServer), close(opsServer)]);
       peers.close();
       upstream?.fallback.close();
+      upstream?.blobs.close();
       await upstream?.spool.close();
       await router.close();
       await store.close();
@@ -104,13 +107,16 @@ async function startUpstreamFallback(
   metricsRegistry: Registry,
   metrics: MirrorMetrics,
   logger: Logger,
-): Promise<{ fallback: UpstreamFallback; spool: Spool }> {
+): Promise<{ fallback: UpstreamFallback; spool: Spool; blobs: Http1Client }> {
   const log = logger.with({ component: 'upstream' });
   const credentials = options.registryCredentialsFile === '' ? undefined : await readRegistryCredentialsFile(options.registryCredentialsFile);
   const spool = await Spool.open({ dir: join(options.dataDir, 'spool'), maxBytes: options.spoolMaxBytes, isResumable: isResumableUpstreamFailure, logger: log });
   registerSpoolBytes(metricsRegistry, () => spool.usedBytes);
+  // Its own idle limit only backs up the callers' (--upstream-idle-timeout cuts a silent body first).
+  const blobs = new Http1Client({ idleTimeoutMs: options.upstreamIdleTimeout * 2 });
   const client = new UpstreamClient({
     plainHttpRegistries: options.mirroredRegistries.filter((r) => r.upstream.protocol === 'http:').map((r) => r.host),
+    blobFetch: http1Fetch(blobs, globalThis.fetch),
     logger: log,
   });
   const fallback = new UpstreamFallback({
@@ -126,5 +132,5 @@ async function startUpstreamFallback(
     logger: log,
     metrics,
   });
-  return { fallback, spool };
+  return { fallback, spool, blobs };
 }

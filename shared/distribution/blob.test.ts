@@ -5,7 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, type Digest } from '../digest.ts';
 import { basicAuthorization } from './auth.ts';
 import type { UpstreamBlob } from './blob.ts';
+import { Http1Client } from '../http1/client.ts';
 import { UpstreamClient, type UpstreamClientInit } from './client.ts';
+import { http1Fetch } from './http1-fetch.ts';
 import { closedAfterEach, startServer, startTokenServer, testManifest, type SeenRequest, type TestServer, type TokenServer, failsWith } from './testing.ts';
 import { type RegistryCredentials } from './types.ts';
 
@@ -105,12 +107,27 @@ function authorized(req: SeenRequest, repository: string, auth: { basic: Registr
   return token !== undefined && auth.bearer.grants(token, `repository:${repository}:pull`, 'fake');
 }
 
-describe('UpstreamClient.openBlob', function () {
+// Every case runs on both transports a blob can take: Node's fetch, and the pooled client the mirror uses (http1-fetch.ts).
+for (const transport of ['fetch', 'the pooled HTTP/1.1 client'] as const) describe(`UpstreamClient.openBlob over ${transport}`, function () {
   const track = closedAfterEach();
+  let pooled: Http1Client;
+  beforeEach(function () {
+    pooled = new Http1Client({ idleTimeoutMs: 10_000 });
+  });
+  afterEach(function () {
+    pooled.close();
+  });
 
   const bytes = randomBytes(300 * 1024);
   const clientFor = (registries: readonly TestServer[], init: UpstreamClientInit = {}) =>
-    new UpstreamClient({ plainHttpRegistries: registries.map((s) => s.host), requestTimeoutMs: 1000, retries: 2, retryBaseDelayMs: 5, ...init });
+    new UpstreamClient({
+      plainHttpRegistries: registries.map((s) => s.host),
+      requestTimeoutMs: 1000,
+      retries: 2,
+      retryBaseDelayMs: 5,
+      blobFetch: transport === 'fetch' ? undefined : http1Fetch(pooled, globalThis.fetch),
+      ...init,
+    });
 
   describe('streaming', function () {
     let registry: BlobServer & { digest: Digest };

@@ -47,6 +47,11 @@ export interface UpstreamClientInit {
   userAgent?: string;
   /** Default: the global fetch. For tests. */
   fetch?: FetchFn;
+  /**
+   * For blob downloads (openBlob), the bulk of the bytes. Default: `fetch`.
+   * The mirror passes http1Fetch, which reads into pooled buffers.
+   */
+  blobFetch?: FetchFn;
   /** Clock for token expiry and breakers. Default Date.now. For tests. */
   now?: () => number;
 }
@@ -89,6 +94,7 @@ export class UpstreamClient {
     this.#userAgent = init.userAgent ?? UPSTREAM_CLIENT_DEFAULTS.userAgent;
     this.#exchanger = new Exchanger({
       fetch: init.fetch ?? globalThis.fetch,
+      streamFetch: init.blobFetch,
       requestTimeoutMs: init.requestTimeoutMs ?? UPSTREAM_CLIENT_DEFAULTS.requestTimeoutMs,
       retry: new RetryPolicy({ retries: init.retries, baseDelayMs: init.retryBaseDelayMs, maxDelayMs: init.retryMaxDelayMs }),
       logger: this.#logger,

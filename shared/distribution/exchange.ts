@@ -11,6 +11,8 @@ import { UpstreamError } from './types.ts';
 
 export interface ExchangerInit {
   fetch: FetchFn;
+  /** For answers read as streams (stream()): blobs. Default: `fetch`. */
+  streamFetch?: FetchFn;
   /** Longest an attempt may take, answer read included. */
   requestTimeoutMs: number;
   retry: RetryPolicy;
@@ -30,12 +32,14 @@ export function isRetryable(err: unknown): boolean {
 
 export class Exchanger {
   readonly #fetch: FetchFn;
+  readonly #streamFetch: FetchFn;
   readonly #timeoutMs: number;
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
 
   constructor(init: ExchangerInit) {
     this.#fetch = init.fetch;
+    this.#streamFetch = init.streamFetch ?? init.fetch;
     this.#timeoutMs = init.requestTimeoutMs;
     this.#retry = init.retry;
     this.#logger = init.logger;
@@ -86,7 +90,7 @@ export class Exchanger {
     let res: Response | undefined;
     try {
       try {
-        res = await send(this.#fetch, req, AbortSignal.any([signal, late.signal]));
+        res = await send(this.#streamFetch, req, AbortSignal.any([signal, late.signal]));
       } finally {
         clearTimeout(timer);
       }

@@ -287,7 +287,7 @@ describe('Http1Client', () => {
   });
 
   for (const [what, reply] of [
-    ['a chunked body', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'],
+    ['a coding other than chunked', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n'],
     ['a garbled status line', 'HTTP/1.1 OK\r\n\r\n'],
     ['a head over 16 KiB', `HTTP/1.1 200 OK\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`],
   ] as const) {
@@ -340,11 +340,63 @@ describe('Http1Client', () => {
     }
   });
 
+  describe('a chunked body', () => {
+    const chunked = 'HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n';
+
+    it('is decoded however the bytes arrive, and leaves the connection fit for the next request', async () => {
+      const { port: rawPort, stop } = await rawServer((s, request) => {
+        if (request > 0) return void s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        // One byte at a time: every state of the decoder meets the end of a read.
+        const bytes = Buffer.from(chunked);
+        let i = 0;
+        const next = () => {
+          if (i < bytes.length) s.write(bytes.subarray(i, ++i), () => setImmediate(next));
+        };
+        next();
+      });
+      const client = new Http1Client({ idleTimeoutMs: 5000 });
+      try {
+        const res = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
+        assert.equal(res.status, 404);
+        assert.equal((await drain(res.body)).toString(), 'hello, world');
+        const again = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
+        assert.equal((await drain(again.body)).toString(), 'ok', 'the same connection, answered in turn');
+      } finally {
+        client.close();
+        await stop();
+      }
+    });
+
+    for (const [what, reply, error] of [
+      ['cut short by the server closing', chunked.slice(0, chunked.indexOf('hello') + 3), /closed the connection/],
+      ['with a bad chunk size', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n', HttpProtocolError],
+      ['with data not followed by CRLF', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n', HttpProtocolError],
+      ['followed by bytes past its end', `${chunked}HTTP/1.1 200 OK\r\n`, HttpProtocolError],
+    ] as const) {
+      it(`fails ${what}`, async () => {
+        const { port: rawPort, stop } = await rawServer((s) => s.end(reply));
+        const client = new Http1Client({ idleTimeoutMs: 5000 });
+        try {
+          const res = await client.request('127.0.0.1', rawPort, { method: 'GET', path: '/', signal: signal() });
+          if (what.startsWith('followed')) {
+            // The body itself is whole; the stray bytes fail the connection, never the next exchange.
+            assert.equal((await drain(res.body)).toString(), 'hello, world');
+          } else {
+            await assert.rejects(drain(res.body), error);
+          }
+        } finally {
+          client.close();
+          await stop();
+        }
+      });
+    }
+  });
+
   it('does not send a request again when a kept connection answers it with a protocol error', async () => {
     let requests = 0;
     const { port: rawPort, stop } = await rawServer((s, request) => {
       requests++;
-      s.write(request === 0 ? 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' : 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+      s.write(request === 0 ? 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' : 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n');
     });
     const client = new Http1Client({ idleTimeoutMs: 5000 });
     try {

@@ -1,8 +1,10 @@
 /**
- * A small HTTP/1.1 client for traffic between Shoal mirrors: GET and HEAD,
- * bodies framed by Content-Length, kept-alive connections per server, and
+ * A small HTTP/1.1 client for the bulk of the bytes a mirror moves (from other
+ * mirrors, and blobs from registries): GET and HEAD, bodies framed by
+ * Content-Length, kept-alive connections per server, over TCP or TLS, and
  * reads into pooled buffers (see connection.ts for why). It speaks only what
- * a Shoal mirror sends; anything else is an HttpProtocolError.
+ * a Shoal mirror or a registry serving a blob sends; anything else is an
+ * HttpProtocolError.
  */
 import { ChunkPool } from '../chunk-pool.ts';
 import { Connection, requestHead, StaleConnectionError, type Http1Request, type Http1Response } from './connection.ts';
@@ -20,6 +22,8 @@ export interface Http1ClientInit {
   maxIdlePerServer?: number;
   /** How long an idle connection is kept. Default 30 s (a Shoal mirror keeps them 65 s). */
   keepIdleMs?: number;
+  /** Certificates (PEM) trusted over TLS instead of Node's. Default: Node's (and NODE_EXTRA_CA_CERTS). For tests. */
+  ca?: string;
 }
 
 /**
@@ -35,8 +39,9 @@ export class Http1Client {
   readonly #idleTimeoutMs: number;
   readonly #maxIdle: number;
   readonly #keepIdleMs: number;
+  readonly #ca: string | undefined;
   readonly #pool = new ChunkPool(READ_BUFFER_BYTES, READ_BUFFERS_KEPT);
-  /** Idle connections by `host port`, the most recently used last. */
+  /** Idle connections by `scheme host port`, the most recently used last. */
   readonly #idle = new Map<string, Connection[]>();
   readonly #idleTimers = new Map<Connection, NodeJS.Timeout>();
   readonly #all = new Set<Connection>();
@@ -46,13 +51,15 @@ export class Http1Client {
     this.#idleTimeoutMs = init.idleTimeoutMs;
     this.#maxIdle = init.maxIdlePerServer ?? 4;
     this.#keepIdleMs = init.keepIdleMs ?? 30_000;
+    this.#ca = init.ca;
   }
 
-  /** Sends `req` to host:port; resolves with the response once its head has arrived. */
-  async request(host: string, port: number, req: Http1Request): Promise<Http1Response> {
+  /** Sends `req` to host:port (over TLS when `tls`); resolves with the response once its head has arrived. */
+  async request(host: string, port: number, req: Http1Request, tls = false): Promise<Http1Response> {
     if (this.#closed) throw new Error('HTTP client closed');
     const head = requestHead(host, port, req);
-    const reused = this.#takeIdle(host, port);
+    const server = `${tls ? 'https' : 'http'} ${host} ${port}`;
+    const reused = this.#takeIdle(server);
     if (reused !== undefined) {
       try {
         return await reused.send(req, head);
@@ -65,10 +72,11 @@ export class Http1Client {
       {
         host,
         port,
+        tls: tls ? { ca: this.#ca } : undefined,
         pool: this.#pool,
         idleTimeoutMs: this.#idleTimeoutMs,
-        onReusable: (c) => this.#putIdle(host, port, c),
-        onClosed: (c) => this.#forget(host, port, c),
+        onReusable: (c) => this.#putIdle(server, c),
+        onClosed: (c) => this.#forget(server, c),
       },
       req.signal,
     );
@@ -86,8 +94,8 @@ export class Http1Client {
     for (const conn of [...this.#all]) conn.destroy();
   }
 
-  #takeIdle(host: string, port: number): Connection | undefined {
-    const conn = this.#idle.get(`${host} ${port}`)?.pop();
+  #takeIdle(server: string): Connection | undefined {
+    const conn = this.#idle.get(server)?.pop();
     if (conn !== undefined) {
       clearTimeout(this.#idleTimers.get(conn));
       this.#idleTimers.delete(conn);
@@ -95,10 +103,9 @@ export class Http1Client {
     return conn;
   }
 
-  #putIdle(host: string, port: number, conn: Connection): void {
-    const key = `${host} ${port}`;
-    const list = this.#idle.get(key) ?? [];
-    this.#idle.set(key, list);
+  #putIdle(server: string, conn: Connection): void {
+    const list = this.#idle.get(server) ?? [];
+    this.#idle.set(server, list);
     if (list.length >= this.#maxIdle) {
       conn.destroy();
       return;
@@ -109,15 +116,14 @@ export class Http1Client {
     this.#idleTimers.set(conn, timer);
   }
 
-  #forget(host: string, port: number, conn: Connection): void {
+  #forget(server: string, conn: Connection): void {
     this.#all.delete(conn);
     clearTimeout(this.#idleTimers.get(conn));
     this.#idleTimers.delete(conn);
-    const key = `${host} ${port}`;
-    const list = this.#idle.get(key);
+    const list = this.#idle.get(server);
     if (list === undefined) return;
     const i = list.indexOf(conn);
     if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.#idle.delete(key);
+    if (list.length === 0) this.#idle.delete(server);
   }
 }

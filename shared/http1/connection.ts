@@ -5,9 +5,11 @@
  * client allocates one for every read, and streaming a large blob through it
  * made V8 run a full GC every few tens of MiB (measured: 29 per GiB).
  */
-import { connect, type Socket } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 import type { ChunkPool } from '../chunk-pool.ts';
 import { BodyQueue } from './body-queue.ts';
+import { ChunkedDecoder } from './chunked.ts';
 import { HttpProtocolError, MAX_HEAD_BYTES, parseResponseHead } from './response-head.ts';
 
 export interface Http1Request {
@@ -45,6 +47,8 @@ export class StaleConnectionError extends Error {
 export interface ConnectionInit {
   host: string;
   port: number;
+  /** Over TLS, the server's certificate checked against the host name and `ca` (default: Node's CAs). Default: plain TCP. */
+  tls?: { ca?: string };
   pool: ChunkPool;
   /** Longest wait for the response head, and for each next body chunk. */
   idleTimeoutMs: number;
@@ -68,8 +72,10 @@ interface Exchange {
   partialHead: Buffer | undefined;
   /** Whether any byte of the response arrived (after one, a failure is no stale connection). */
   answered: boolean;
-  /** Body bytes still to come; Infinity until the server closes. */
+  /** Body bytes still to come; Infinity until the server closes (or, chunked, the decoder is done). */
   remaining: number;
+  /** For a chunked body. */
+  chunked: ChunkedDecoder | undefined;
   reusable: boolean;
   body: BodyQueue | undefined;
   headTimer: NodeJS.Timeout | undefined;
@@ -96,22 +102,23 @@ export class Connection {
   static open(init: ConnectionInit, signal: AbortSignal): Promise<Connection> {
     return new Promise((resolve, reject) => {
       let conn: Connection | undefined = undefined;
-      const socket = connect({
-        host: init.host,
-        port: init.port,
-        noDelay: true,
-        // net asks for the first buffer inside connect(), before `conn` exists.
-        onread: { buffer: () => (conn === undefined ? init.pool.take() : conn.#readBuffer()), callback: (n: number, buf: Buffer) => conn!.#onRead(n, buf) },
-      });
+      // net asks for the first buffer inside connect(), before `conn` exists.
+      const onread = { buffer: () => (conn === undefined ? init.pool.take() : conn.#readBuffer()), callback: (n: number, buf: Buffer) => conn!.#onRead(n, buf) };
+      const socket = init.tls
+        ? // TLS sockets take net's `onread` too (checked on Node 24); @types/node leaves it out of ConnectionOptions.
+          connectTls({ host: init.host, port: init.port, servername: isIP(init.host) === 0 ? init.host : undefined, ca: init.tls.ca, ALPNProtocols: ['http/1.1'], ...({ onread } as object) })
+        : connect({ host: init.host, port: init.port, onread });
+      socket.setNoDelay(true);
       conn = new Connection(init, socket);
       const c = conn;
       const onAbort = () => socket.destroy(abortError(signal));
       const timer = setTimeout(() => socket.destroy(new IdleTimeoutError(`no connection to ${init.host}:${init.port} within ${init.idleTimeoutMs} ms`)), init.idleTimeoutMs);
       signal.addEventListener('abort', onAbort, { once: true });
+      const connected = init.tls ? 'secureConnect' : 'connect';
       const settle = () => {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
-        socket.off('connect', onConnect);
+        socket.off(connected, onConnect);
         socket.off('error', onError);
       };
       const onConnect = () => {
@@ -122,10 +129,10 @@ export class Connection {
         settle();
         reject(err);
       };
-      socket.once('connect', onConnect);
+      socket.once(connected, onConnect);
       socket.once('error', onError);
       // Kept for the socket's whole life: an 'error' without a listener would crash the process.
-      socket.on('error', (err) => c.#destroy(err));
+      socket.on('error', (err: Error) => c.#destroy(err));
       socket.on('end', () => c.#onEnd());
       socket.on('close', () => c.#onClose());
       if (signal.aborted) onAbort();
@@ -146,6 +153,7 @@ export class Connection {
         partialHead: undefined,
         answered: false,
         remaining: 0,
+        chunked: undefined,
         reusable: false,
         body: undefined,
         headTimer: setTimeout(
@@ -209,7 +217,8 @@ export class Connection {
     clearTimeout(ex.headTimer);
     ex.partialHead = undefined;
     ex.phase = 'body';
-    ex.remaining = head.bodyLength === 'close' ? Infinity : head.bodyLength;
+    ex.remaining = typeof head.bodyLength === 'number' ? head.bodyLength : Infinity;
+    if (head.bodyLength === 'chunked') ex.chunked = new ChunkedDecoder();
     ex.reusable = head.reusable;
     const body = new BodyQueue({
       highWaterBytes: BODY_HIGH_WATER_BYTES,
@@ -244,6 +253,7 @@ export class Connection {
 
   /** Passes body bytes on; `pooled` is the read buffer `data` is a view of, if it is one. */
   #deliver(ex: Exchange, data: Buffer, pooled: Buffer | undefined): boolean {
+    if (ex.chunked !== undefined) return this.#deliverChunked(ex, ex.chunked, data, pooled);
     const body = ex.body!;
     let piece = data.length > ex.remaining ? data.subarray(0, ex.remaining) : data;
     if (pooled !== undefined && piece.length < COPY_BELOW_BYTES) {
@@ -270,6 +280,28 @@ export class Connection {
     return more;
   }
 
+  /** Decodes chunked body bytes; the decoder copies them, so the read buffer stays the connection's. */
+  #deliverChunked(ex: Exchange, decoder: ChunkedDecoder, data: Buffer, pooled: Buffer | undefined): boolean {
+    if (pooled !== undefined) this.#spare = pooled;
+    let decoded;
+    try {
+      decoded = decoder.push(data);
+    } catch (err) {
+      this.#destroy(err as Error);
+      return false;
+    }
+    let more = true;
+    for (const piece of decoded.body) more = ex.body!.push(piece);
+    if (!decoder.done) return more;
+    if (decoded.used < data.length) {
+      this.#finish(ex, false);
+      this.#destroy(new HttpProtocolError('bytes from the server past the response body'));
+      return false;
+    }
+    this.#finish(ex, ex.reusable);
+    return true;
+  }
+
   #finish(ex: Exchange, reusable: boolean): void {
     ex.body?.end();
     ex.signal.removeEventListener('abort', ex.onAbort);
@@ -280,7 +312,8 @@ export class Connection {
 
   #onEnd(): void {
     const ex = this.#exchange;
-    if (ex?.phase === 'body' && ex.remaining === Infinity) this.#finish(ex, false);
+    // A body read to the close ends here; a chunked one must have ended by itself (else it was cut short).
+    if (ex?.phase === 'body' && ex.remaining === Infinity && ex.chunked === undefined) this.#finish(ex, false);
     this.#destroy(new Error(`${this.#init.host}:${this.#init.port} closed the connection`));
   }
 

@@ -43,6 +43,10 @@ describe('parseResponseHead', () => {
     assert.equal(parsed.headers['constructor'], 'y');
   });
 
+  it('takes a chunked body, framed by its chunks', () => {
+    assert.equal(parseResponseHead(head('HTTP/1.1 404 Not Found', 'Transfer-Encoding: Chunked'), 'GET').bodyLength, 'chunked');
+  });
+
   it('accepts a repeated Content-Length only when the values agree', () => {
     assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 5', 'Content-Length: 5'), 'GET').bodyLength, 5);
     assert.throws(() => parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 5', 'Content-Length: 6'), 'GET'), HttpProtocolError);
@@ -52,7 +56,8 @@ describe('parseResponseHead', () => {
     ['a bad status line', head('HTTP/1.1 2000 OK')],
     ['another protocol', head('HTTP/2 200')],
     ['an interim response', head('HTTP/1.1 100 Continue')],
-    ['a chunked body', head('HTTP/1.1 200 OK', 'Transfer-Encoding: chunked')],
+    ['a coding other than chunked', head('HTTP/1.1 200 OK', 'Transfer-Encoding: gzip, chunked')],
+    ['chunked with a Content-Length', head('HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', 'Content-Length: 5')],
     ['a negative Content-Length', head('HTTP/1.1 200 OK', 'Content-Length: -1')],
     ['a Content-Length that is no number', head('HTTP/1.1 200 OK', 'Content-Length: 12abc')],
     ['a folded line', head('HTTP/1.1 200 OK', 'X-A: 1', ' continued')],

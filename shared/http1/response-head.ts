@@ -1,8 +1,9 @@
 /**
  * The head of an HTTP/1.1 response (status line and header fields, RFC 9112
- * section 4 and 5) and how its body is framed (section 6.3). Strict: what a
- * Shoal mirror never sends (chunked bodies, folded lines, bad lengths) is a
- * protocol error, so a confused or hostile peer is dropped rather than guessed at.
+ * section 4 and 5) and how its body is framed (section 6.3). Strict: folded
+ * lines, bad lengths, a coding other than chunked, or both a Content-Length
+ * and chunked, are protocol errors, so a confused or hostile server is
+ * dropped rather than guessed at.
  */
 
 /** Longest head accepted, as Node's own default (--max-http-header-size). */
@@ -18,9 +19,10 @@ export interface ResponseHead {
   headers: Record<string, string>;
   /**
    * Body bytes: a number (Content-Length, or 0 when the response cannot have
-   * one), or `close` when it runs until the server closes the connection.
+   * one), `chunked` (see chunked.ts), or `close` when it runs until the server
+   * closes the connection.
    */
-  bodyLength: number | 'close';
+  bodyLength: number | 'chunked' | 'close';
   /** Whether the connection may carry another request afterwards. */
   reusable: boolean;
 }
@@ -48,8 +50,13 @@ export function parseResponseHead(head: string, requestMethod: string): Response
   const http10 = status[1] === '0';
   const reusable = !closes && (!http10 || /(?:^|,)\s*keep-alive\s*(?:,|$)/i.test(headers.connection ?? ''));
   if (requestMethod === 'HEAD' || code === 204 || code === 304) return { status: code, headers, bodyLength: 0, reusable };
-  if (headers['transfer-encoding'] !== undefined) throw new HttpProtocolError(`unsupported Transfer-Encoding ${headers['transfer-encoding']}`);
+  const coding = headers['transfer-encoding'];
   const length = headers['content-length'];
+  if (coding !== undefined) {
+    // Both framings at once is how requests get smuggled (RFC 9112 section 6.3, item 3): refused.
+    if (coding.trim().toLowerCase() !== 'chunked' || length !== undefined) throw new HttpProtocolError(`unsupported Transfer-Encoding ${coding}${length === undefined ? '' : ' with a Content-Length'}`);
+    return { status: code, headers, bodyLength: 'chunked', reusable };
+  }
   if (length === undefined) return { status: code, headers, bodyLength: 'close', reusable: false };
   // A repeated Content-Length is allowed only when every value agrees (RFC 9112 section 6.3, item 5).
   const values = new Set(length.split(',').map((v) => v.trim()));
