@@ -114,9 +114,12 @@ async function startUpstreamFallback(
   registerSpoolBytes(metricsRegistry, () => spool.usedBytes);
   // Its own idle limit only backs up the callers' (--upstream-idle-timeout cuts a silent body first).
   const blobs = new Http1Client({ idleTimeoutMs: options.upstreamIdleTimeout * 2 });
+  // Our client speaks to servers directly: behind an egress proxy, blobs go through fetch, which can use it.
+  const proxied = ['HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'].some((name) => (process.env[name] ?? '') !== '');
+  if (proxied) log.info('a proxy is configured: blobs are fetched with Node fetch (NODE_USE_ENV_PROXY=1 makes it use the proxy)');
   const client = new UpstreamClient({
     plainHttpRegistries: options.mirroredRegistries.filter((r) => r.upstream.protocol === 'http:').map((r) => r.host),
-    blobFetch: http1Fetch(blobs, globalThis.fetch),
+    blobFetch: proxied ? undefined : http1Fetch(blobs, globalThis.fetch),
     logger: log,
   });
   const fallback = new UpstreamFallback({

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ChunkPool, released } from './chunk-pool.ts';
+import { ChunkPool, released, retain } from './chunk-pool.ts';
 import { streamToResponse } from './stream-response.ts';
 
 describe('ChunkPool', function () {
@@ -21,6 +21,26 @@ describe('ChunkPool', function () {
     released(b);
     const again = [pool.take(), pool.take()];
     assert.equal(again.filter((c) => c.buffer === a.buffer || c.buffer === b.buffer).length, 1, 'one kept, one new');
+  });
+
+  it('takes a buffer back only once every holder has released it', function () {
+    const pool = new ChunkPool(1024, 4);
+    const first = pool.take();
+    const shared = retain(first.subarray(0, 10));
+    retain(first.subarray(500));
+    released(first);
+    released(shared);
+    assert.notEqual(pool.take().buffer, first.buffer, 'one holder left');
+    released(first.subarray(500));
+    assert.equal(pool.take().buffer, first.buffer, 'all released');
+  });
+
+  it('refuses to share a buffer nobody holds', function () {
+    const pool = new ChunkPool(1024, 4);
+    const buffer = pool.take();
+    released(buffer);
+    assert.throws(() => retain(buffer), /nobody holds/);
+    assert.doesNotThrow(() => retain(Buffer.from('plain')));
   });
 
   it('ignores bytes that are not from a pool', function () {

@@ -64,7 +64,10 @@ export class ChunkPool {
 /** Adds a reference to the pooled buffer `chunk` is a view of (nothing for other bytes); returns `chunk`. */
 export function retain<T extends Uint8Array>(chunk: T): T {
   const counted = counts.get(chunk.buffer);
-  if (counted !== undefined) counted.references++;
+  if (counted === undefined) return chunk;
+  // Only a holder can share a buffer: one with no reference left may already be someone else's.
+  if (counted.references <= 0) throw new Error('retain() of a pooled buffer nobody holds');
+  counted.references++;
   return chunk;
 }
 

@@ -6,7 +6,7 @@
  * source fails mid-way it is asked again from the byte it stopped at. Readers
  * take what was received and wait for the next chunk (an event, never a poll):
  * the last bytes received from memory (see recent-bytes.ts), older bytes
- * from the file, read into buffers of the same pool. Once the download has ended, only the file is read.
+ * from the file, read into pooled buffers. Once the download has ended, only the file is read.
  * A reader never gets the last byte it wants until the whole blob has matched
  * its size and digest: a client cannot end up with a complete body that is
  * wrong. When the download fails, every reader fails with its error (a
@@ -72,8 +72,10 @@ export interface EntryInit {
   logger: Logger;
   /** Most bytes already on disk kept in memory for readers at the head, now (see recent-bytes.ts). */
   windowBytes: () => number;
-  /** Memory for the window's segments and for readers' file reads; its chunks are the unit of both. */
-  pool: ChunkPool;
+  /** Memory for the window's segments. */
+  segments: ChunkPool;
+  /** Buffers for readers' file reads. */
+  fileReads: ChunkPool;
   /** Called once, when the file can go: the download failed, or it is complete, unread and past its linger (or evicted). */
   retire: (entry: SpoolEntry) => void;
 }
@@ -109,7 +111,7 @@ export class SpoolEntry {
     this.#init = init;
     this.digest = init.digest;
     this.size = init.size;
-    this.#recent = new RecentBytes(init.pool, init.windowBytes);
+    this.#recent = new RecentBytes(init.segments, init.windowBytes);
     this.done = this.#download();
   }
 
@@ -217,7 +219,7 @@ export class SpoolEntry {
         // Behind the window (or the download has ended): the bytes are on disk.
         const length = Math.min(limit, this.#written) - pos;
         if (length <= 0) throw new Error(`${this.digest.text}: byte ${pos} is neither in memory nor on disk`);
-        const buffer = this.#init.pool.take();
+        const buffer = this.#init.fileReads.take();
         let bytesRead: number;
         try {
           file ??= await open(this.#init.path, 'r');

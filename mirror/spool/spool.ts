@@ -52,12 +52,13 @@ const MIN_WINDOW_BYTES = 512 * 1024;
 
 /**
  * The unit of the windows' memory and of readers' file reads: 4 per MiB, so
- * few writes per MiB to a client, and a smallest window holds two. Enough are
- * kept for one full window and its readers' writes in flight; the rest are
- * let go when the last download ends.
+ * few writes per MiB to a client, and a smallest window holds two. Enough
+ * segments are kept for one full window and its readers' writes in flight,
+ * let go when the last download ends; file reads keep a few.
  */
 const SEGMENT_BYTES = 256 * 1024;
 const SEGMENTS_KEPT = WINDOW_BYTES / SEGMENT_BYTES + 16;
+const FILE_READS_KEPT = 8;
 
 interface Held {
   readonly entry: SpoolEntry;
@@ -76,7 +77,8 @@ export class Spool {
   #files = 0;
   /** Downloads in progress: they share the windows' budget. */
   #downloading = 0;
-  readonly #pool = new ChunkPool(SEGMENT_BYTES, SEGMENTS_KEPT);
+  readonly #segments = new ChunkPool(SEGMENT_BYTES, SEGMENTS_KEPT);
+  readonly #fileReads = new ChunkPool(SEGMENT_BYTES, FILE_READS_KEPT);
   #closed = false;
 
   private constructor(init: SpoolInit) {
@@ -140,12 +142,13 @@ export class Spool {
       observer: this.#observer,
       logger: this.#logger,
       windowBytes: () => Math.min(WINDOW_BYTES, Math.max(MIN_WINDOW_BYTES, Math.floor(WINDOWS_BUDGET_BYTES / Math.max(1, this.#downloading)))),
-      pool: this.#pool,
+      segments: this.#segments,
+      fileReads: this.#fileReads,
       retire: (entry) => this.#remove(entry, path),
     });
     this.#downloading++;
     void held.entry.done.then(() => {
-      if (--this.#downloading === 0) this.#pool.clear();
+      if (--this.#downloading === 0) this.#segments.clear();
     });
     this.#entries.set(digest.text, held);
     this.#usedBytes += size;

@@ -32,7 +32,6 @@ import { SPOOL_DEFAULTS, type Spool } from '../spool/spool.ts';
 import { isResumableUpstreamFailure, openRest, upstreamSource, type UpstreamSourceInit } from '../spool/upstream-source.ts';
 import { RelayedBlob } from './relay.ts';
 
-/** Beside Shoal-Peer-Request: "download it from upstream for me if you do not have it". */
 /**
  * A blob the fallback hands to one client: its download in this node's spool,
  * or a relay of the answer of the node downloading it.
@@ -47,6 +46,7 @@ export interface FallbackBlob {
   release(): void;
 }
 
+/** Beside Shoal-Peer-Request: "download it from upstream for me if you do not have it". */
 export const UPSTREAM_FETCH_HEADER = 'Shoal-Upstream-Fetch';
 
 export interface UpstreamFallbackInit {

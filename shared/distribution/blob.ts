@@ -10,6 +10,7 @@
  * The bytes are not checked here: a digest can only be checked over the
  * whole blob, across every resumed request (see verifiedSlice and the spool).
  */
+import { released } from '../chunk-pool.ts';
 import type { Digest } from '../digest.ts';
 import { describe } from './exchange.ts';
 import { contentLength, describeNetworkError, type HttpRequest } from './transport.ts';
@@ -113,6 +114,7 @@ async function* bodyFrom(chunks: WatchedBody, first: Uint8Array | undefined, ski
       if (toSkip > 0) {
         if (piece.length <= toSkip) {
           toSkip -= piece.length;
+          released(piece);
           continue;
         }
         piece = piece.subarray(toSkip);

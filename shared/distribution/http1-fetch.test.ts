@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createCertificateAuthority, issueServingCertificate } from '../../webhook/tls/self-signed.ts';
 import { released } from '../chunk-pool.ts';
 import { Http1Client } from '../http1/client.ts';
@@ -10,6 +11,13 @@ import { http1Fetch } from './http1-fetch.ts';
 import { describeNetworkError, type FetchFn } from './transport.ts';
 
 const signal = () => AbortSignal.timeout(10_000);
+/** As the transport asks: redirects are its to follow. */
+const manual = { redirect: 'manual' } as const;
+
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await sleep(10);
+  assert.ok(done(), `timed out waiting for ${what}`);
+}
 
 describe('http1Fetch', function () {
   const BLOB = randomBytes(4 * 1024 * 1024 + 5);
@@ -57,7 +65,7 @@ describe('http1Fetch', function () {
     const port = await listening(createHttpServer(answer));
     client = new Http1Client({ idleTimeoutMs: 5000 });
     const { calls, fallback } = fallbackSpy();
-    const res = await http1Fetch(client, fallback)(`http://127.0.0.1:${port}/v2/x/blobs/sha256:abc?ns=a`, { headers: { accept: '*/*' }, signal: signal() });
+    const res = await http1Fetch(client, fallback)(`http://127.0.0.1:${port}/v2/x/blobs/sha256:abc?ns=a`, { ...manual, headers: { accept: '*/*' }, signal: signal() });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('docker-content-digest'), 'sha256:abc');
     const read = await readReleasing(res);
@@ -72,11 +80,11 @@ describe('http1Fetch', function () {
     const port = await listening(createHttpsServer({ cert: cert.cert, key: cert.key }, answer));
     client = new Http1Client({ idleTimeoutMs: 5000, ca: ca.certPem });
     const fetchOver = http1Fetch(client, fallbackSpy().fallback);
-    const read = await readReleasing(await fetchOver(`https://localhost:${port}/blob`, { signal: signal() }));
+    const read = await readReleasing(await fetchOver(`https://localhost:${port}/blob`, { ...manual, signal: signal() }));
     assert.ok(read.bytes.equals(BLOB), 'the bytes, decrypted into pooled buffers');
     assert.ok(read.buffers <= 4, `${read.buffers} buffers for ${read.chunks} chunks`);
     // The certificate names localhost, not 127.0.0.1: the name is checked.
-    await assert.rejects(fetchOver(`https://127.0.0.1:${port}/blob`, { signal: signal() }), (err: Error) => err instanceof TypeError && /IP: 127.0.0.1 is not in the cert/.test(describeNetworkError(err)));
+    await assert.rejects(fetchOver(`https://127.0.0.1:${port}/blob`, { ...manual, signal: signal() }), (err: Error) => err instanceof TypeError && /IP: 127.0.0.1 is not in the cert/.test(describeNetworkError(err)));
   });
 
   it('decodes a chunked answer (a registry error) itself, HEAD has no body, and other methods go to fetch', async function () {
@@ -84,15 +92,45 @@ describe('http1Fetch', function () {
     client = new Http1Client({ idleTimeoutMs: 5000 });
     const { calls, fallback } = fallbackSpy();
     const fetchOver = http1Fetch(client, fallback);
-    const notFound = await fetchOver(`http://127.0.0.1:${port}/chunked`, { signal: signal() });
+    const notFound = await fetchOver(`http://127.0.0.1:${port}/chunked`, { ...manual, signal: signal() });
     assert.equal(notFound.status, 404);
     assert.deepEqual(await notFound.json(), { errors: [{ code: 'BLOB_UNKNOWN' }] });
-    const head = await fetchOver(`http://127.0.0.1:${port}/blob`, { method: 'HEAD', signal: signal() });
+    const head = await fetchOver(`http://127.0.0.1:${port}/blob`, { ...manual, method: 'HEAD', signal: signal() });
     assert.equal(head.headers.get('content-length'), String(BLOB.length));
     assert.equal(head.body, null);
     assert.deepEqual(calls, []);
-    await fetchOver(`http://127.0.0.1:${port}/token`, { method: 'POST', body: new URLSearchParams({ a: 'b' }), signal: signal() });
-    assert.deepEqual(calls, [`POST http://127.0.0.1:${port}/token`]);
+    await fetchOver(`http://127.0.0.1:${port}/token`, { ...manual, method: 'POST', body: new URLSearchParams({ a: 'b' }), signal: signal() });
+    await fetchOver(`http://127.0.0.1:${port}/blob`, { signal: signal() });
+    assert.deepEqual(calls, [`POST http://127.0.0.1:${port}/token`, `GET http://127.0.0.1:${port}/blob`], 'redirects followed for the caller: fetch');
+  });
+
+  it('hands an answer a Response cannot carry to fetch, dropping its own connection', async function () {
+    const closed: string[] = [];
+    const raw = createTcpServer((socket) => {
+      socket.once('data', (request) => {
+        const path = request.toString('latin1').split(' ')[1]!;
+        socket.on('close', () => closed.push(path));
+        socket.write(`HTTP/1.1 ${path === '/status' ? '799 Odd' : '200 OK'}\r\nX-Odd: a\x00b\r\nContent-Length: 10000000\r\n\r\n${'x'.repeat(1000)}`);
+      });
+    });
+    servers.push(raw as unknown as Server);
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    const port = (raw.address() as AddressInfo).port;
+    client = new Http1Client({ idleTimeoutMs: 5000 });
+    const fallback: FetchFn = () => Promise.resolve(new Response('from fetch', { status: 200 }));
+    for (const path of ['/status', '/header']) {
+      const res = await http1Fetch(client, fallback)(`http://127.0.0.1:${port}${path}`, { ...manual, signal: signal() });
+      assert.equal(await res.text(), 'from fetch', path);
+    }
+    await until(() => closed.length === 2, 'both connections dropped');
+  });
+
+  it('rejects with the caller’s reason when it gives up before the answer, as fetch does', async function () {
+    const port = await listening(createHttpServer(() => {}));
+    client = new Http1Client({ idleTimeoutMs: 5000 });
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error('client went away')), 20);
+    await assert.rejects(http1Fetch(client, fallbackSpy().fallback)(`http://127.0.0.1:${port}/`, { ...manual, signal: controller.signal }), /^Error: client went away$/);
   });
 
   it('fails as fetch does when nothing answers, and cancelling a body drops its connection', async function () {
@@ -100,7 +138,7 @@ describe('http1Fetch', function () {
     const fetchOver = http1Fetch(client, fallbackSpy().fallback);
     const closed = await listening(createHttpServer(answer));
     await new Promise((resolve) => servers.pop()!.close(resolve));
-    await assert.rejects(fetchOver(`http://127.0.0.1:${closed}/blob`, { signal: signal() }), (err: Error) => err instanceof TypeError && /ECONNREFUSED/.test(describeNetworkError(err)));
+    await assert.rejects(fetchOver(`http://127.0.0.1:${closed}/blob`, { ...manual, signal: signal() }), (err: Error) => err instanceof TypeError && /ECONNREFUSED/.test(describeNetworkError(err)));
 
     const gone = Promise.withResolvers<void>();
     const port = await listening(
@@ -110,7 +148,7 @@ describe('http1Fetch', function () {
         res.write(BLOB);
       }),
     );
-    const res = await fetchOver(`http://127.0.0.1:${port}/huge`, { signal: signal() });
+    const res = await fetchOver(`http://127.0.0.1:${port}/huge`, { ...manual, signal: signal() });
     await res.body!.getReader().cancel();
     await gone.promise;
   });

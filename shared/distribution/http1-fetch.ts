@@ -8,10 +8,11 @@
  * nobody releases is only garbage.
  *
  * It stands in for fetch where the transport calls fetch (redirects, auth and
- * retries stay there), for GET and HEAD to http and https URLs. A request it
- * cannot take (another method, a body) or an answer its strict client refuses
- * (a chunked body, which a registry may send with an error) goes to `fallback`:
- * GET and HEAD can be sent again.
+ * retries stay there): GET and HEAD to http and https URLs, redirects left to
+ * the caller. A request it cannot take (another method, a body, redirects
+ * followed for it) or an answer its strict client refuses (a framing error, a
+ * status or header Response will not carry) goes to `fallback`: GET and HEAD
+ * can be sent again.
  */
 import type { Http1Client, Http1Response } from '../http1/client.ts';
 import { HttpProtocolError } from '../http1/client.ts';
@@ -22,7 +23,7 @@ export function http1Fetch(client: Http1Client, fallback: FetchFn): FetchFn {
     const url = new URL(input instanceof Request ? input.url : input);
     const method = (init?.method ?? 'GET').toUpperCase();
     const secure = url.protocol === 'https:';
-    if ((method !== 'GET' && method !== 'HEAD') || init?.body != null || (!secure && url.protocol !== 'http:') || input instanceof Request) {
+    if ((method !== 'GET' && method !== 'HEAD') || init?.body != null || init?.redirect !== 'manual' || (!secure && url.protocol !== 'http:') || input instanceof Request) {
       return fallback(input, init);
     }
     const headers: Record<string, string> = {};
@@ -34,21 +35,26 @@ export function http1Fetch(client: Http1Client, fallback: FetchFn): FetchFn {
       const signal = init?.signal ?? new AbortController().signal;
       res = await client.request(host, port, { method, path: `${url.pathname}${url.search}`, headers, signal }, secure);
     } catch (err) {
+      // As fetch fails: with the caller's reason when it gave up, else a TypeError whose cause says why (describeNetworkError reads it).
+      if (init?.signal?.aborted === true) throw init.signal.reason;
       if (err instanceof HttpProtocolError) return fallback(input, init);
-      // As fetch fails: a TypeError whose cause says why (describeNetworkError reads it).
       throw new TypeError('fetch failed', { cause: err });
     }
-    // Response takes 200-599 only; the client has already refused anything below.
-    if (res.status > 599) {
+    const bodyless = NULL_BODY_STATUSES.has(res.status) || method === 'HEAD';
+    // Nothing will read a body that is not passed on (a no-op when all of it arrived).
+    if (bodyless) res.discard();
+    try {
+      return new Response(bodyless ? null : bodyStream(res), { status: res.status, headers: Object.entries(res.headers) });
+    } catch {
+      // A status out of 200-599, or a header value Headers refuses: not ours to judge.
       res.discard();
       return fallback(input, init);
     }
-    return new Response(method === 'HEAD' || res.status === 204 || res.status === 304 ? null : bodyStream(res), {
-      status: res.status,
-      headers: Object.entries(res.headers),
-    });
   };
 }
+
+/** Statuses whose Response must have no body (the Fetch standard's null body statuses, above 199). */
+const NULL_BODY_STATUSES = new Set([204, 205, 304]);
 
 /** The body as the stream a Response carries, chunk for chunk (no copies); cancelling it drops the connection. */
 function bodyStream(res: Http1Response): ReadableStream<Uint8Array> {

@@ -4,6 +4,7 @@
  * meant for (a registry may redirect to a CDN or a storage bucket), and a
  * response body is always either read or cancelled so its connection is freed.
  */
+import { released } from '../chunk-pool.ts';
 import { UpstreamError } from './types.ts';
 
 export type FetchFn = typeof globalThis.fetch;
@@ -61,15 +62,17 @@ export async function readBody(res: Response, limit: number, tooLarge: () => Err
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
+      chunks.push(value);
       size += value.length;
       if (size > limit) throw tooLarge();
-      chunks.push(value);
     }
+    return Buffer.concat(chunks, size);
   } finally {
+    // Copied (or dropped): a chunk from a pooled client goes back.
+    for (const chunk of chunks) released(chunk);
     // Releases the stream when reading stopped early (too large, or a failure mid-body).
     await reader.cancel().catch(() => {});
   }
-  return Buffer.concat(chunks, size);
 }
 
 /** Content-Length as a number, or undefined when absent or not plain decimal. */

@@ -4,6 +4,7 @@
  * the idle timeout for a next chunk gets an error. Time the consumer spends
  * elsewhere (its own client holding it back) never counts as the sender idle.
  */
+import { released } from '../chunk-pool.ts';
 
 export interface BodyQueueInit {
   /** Queued bytes at which the socket is paused. */
@@ -21,7 +22,6 @@ export interface BodyQueueInit {
 export class BodyQueue {
   readonly #init: BodyQueueInit;
   readonly #chunks: Uint8Array[] = [];
-  readonly #costs: number[] = [];
   #head = 0;
   #queuedBytes = 0;
   #ended = false;
@@ -34,15 +34,10 @@ export class BodyQueue {
     this.#init = init;
   }
 
-  /**
-   * Adds a chunk; false when the bound is reached and the socket should pause.
-   * `costBytes`: the memory it holds, when more than its length (a view keeps
-   * its whole read buffer alive).
-   */
-  push(chunk: Uint8Array, costBytes = chunk.length): boolean {
+  /** Adds a chunk; false when the bound is reached and the socket should pause. */
+  push(chunk: Uint8Array): boolean {
     this.#chunks.push(chunk);
-    this.#costs.push(costBytes);
-    this.#queuedBytes += costBytes;
+    this.#queuedBytes += chunk.length;
     this.#wakeUp();
     return this.#queuedBytes < this.#init.highWaterBytes;
   }
@@ -56,12 +51,13 @@ export class BodyQueue {
   /**
    * The body failed: the consumer's next read fails with `err`. Queued chunks
    * are dropped, so the error is not held up behind a full queue; a caller
-   * that resumes elsewhere resumes from the bytes it has seen.
+   * that resumes elsewhere resumes from the bytes it has seen. Nobody had
+   * them: pooled ones go back.
    */
   fail(err: Error): void {
     this.#error ??= err;
+    for (let i = this.#head; i < this.#chunks.length; i++) released(this.#chunks[i]!);
     this.#chunks.length = 0;
-    this.#costs.length = 0;
     this.#head = 0;
     this.#queuedBytes = 0;
     this.#wakeUp();
@@ -76,15 +72,13 @@ export class BodyQueue {
         if (this.#error !== undefined) throw this.#error;
         if (this.#head < this.#chunks.length) {
           const chunk = this.#chunks[this.#head]!;
-          const cost = this.#costs[this.#head]!;
           this.#chunks[this.#head++] = EMPTY;
           if (this.#head === this.#chunks.length) {
             this.#chunks.length = 0;
-            this.#costs.length = 0;
             this.#head = 0;
           }
           const wasFull = this.#queuedBytes >= this.#init.highWaterBytes;
-          this.#queuedBytes -= cost;
+          this.#queuedBytes -= chunk.length;
           if (wasFull && this.#queuedBytes < this.#init.highWaterBytes) this.#init.onDrain();
           yield chunk;
           continue;

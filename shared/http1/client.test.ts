@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { released } from '../chunk-pool.ts';
 import { close, listen } from '../http-listen.ts';
 import { Http1Client, HttpProtocolError } from './client.ts';
+import { requestHead } from './connection.ts';
 
 const signal = () => AbortSignal.timeout(10_000);
 
@@ -123,6 +124,14 @@ describe('Http1Client', () => {
     } finally {
       client.close();
     }
+  });
+
+  it('names the Host without the default port of its scheme, as fetch does', () => {
+    const req = { method: 'GET', path: '/v2/', signal: signal() } as const;
+    assert.match(requestHead('storage.example', 443, req, true), /\r\nHost: storage\.example\r\n/);
+    assert.match(requestHead('storage.example', 80, req), /\r\nHost: storage\.example\r\n/);
+    assert.match(requestHead('storage.example', 443, req), /\r\nHost: storage\.example:443\r\n/);
+    assert.match(requestHead('::1', 5000, req), /\r\nHost: \[::1\]:5000\r\n/);
   });
 
   it('sends its headers and the Host', async () => {

@@ -1,8 +1,8 @@
 /**
  * A small HTTP/1.1 client for the bulk of the bytes a mirror moves (from other
  * mirrors, and blobs from registries): GET and HEAD, bodies framed by
- * Content-Length, kept-alive connections per server, over TCP or TLS, and
- * reads into pooled buffers (see connection.ts for why). It speaks only what
+ * Content-Length or chunked, kept-alive connections per server, over TCP or
+ * TLS, and reads into pooled buffers (see connection.ts for why). It speaks only what
  * a Shoal mirror or a registry serving a blob sends; anything else is an
  * HttpProtocolError.
  */
@@ -57,7 +57,7 @@ export class Http1Client {
   /** Sends `req` to host:port (over TLS when `tls`); resolves with the response once its head has arrived. */
   async request(host: string, port: number, req: Http1Request, tls = false): Promise<Http1Response> {
     if (this.#closed) throw new Error('HTTP client closed');
-    const head = requestHead(host, port, req);
+    const head = requestHead(host, port, req, tls);
     const server = `${tls ? 'https' : 'http'} ${host} ${port}`;
     const reused = this.#takeIdle(server);
     if (reused !== undefined) {

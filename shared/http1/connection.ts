@@ -1,7 +1,7 @@
 /**
  * One HTTP/1.1 connection, one exchange at a time. The socket reads straight
- * into buffers from a ChunkPool (net's `onread`), and body bytes reach the
- * consumer as views of those buffers: no fresh buffer per read. Node's own
+ * into buffers from a ChunkPool (net's `onread`, see read-area.ts), and body
+ * bytes reach the consumer as views of those buffers: no fresh buffer per read. Node's own
  * client allocates one for every read, and streaming a large blob through it
  * made V8 run a full GC every few tens of MiB (measured: 29 per GiB).
  */
@@ -10,6 +10,7 @@ import { connect as connectTls } from 'node:tls';
 import type { ChunkPool } from '../chunk-pool.ts';
 import { BodyQueue } from './body-queue.ts';
 import { ChunkedDecoder } from './chunked.ts';
+import { ReadArea } from './read-area.ts';
 import { HttpProtocolError, MAX_HEAD_BYTES, parseResponseHead } from './response-head.ts';
 
 export interface Http1Request {
@@ -60,8 +61,8 @@ export interface ConnectionInit {
 
 /** Bytes queued for a slow consumer before the socket stops reading. */
 const BODY_HIGH_WATER_BYTES = 1024 * 1024;
-/** A smaller piece is copied out so its read buffer stays with the connection (heads, small bodies, tails). */
-const COPY_BELOW_BYTES = 16 * 1024;
+/** A smaller piece is copied out rather than handed out as a view (heads, small bodies, tails): its room is read over. */
+const COPY_BELOW_BYTES = 4 * 1024;
 
 interface Exchange {
   readonly method: string;
@@ -86,16 +87,16 @@ interface Exchange {
 export class Connection {
   readonly #init: ConnectionInit;
   readonly #socket: Socket;
-  /** A read buffer no view of which was handed out: the next read can reuse it. */
-  #spare: Buffer | undefined;
+  readonly #area: ReadArea;
   #exchange: Exchange | undefined;
   /** Exchanges this connection carried, the current one included. */
   #exchanges = 0;
   #closed = false;
 
-  private constructor(init: ConnectionInit, socket: Socket) {
+  private constructor(init: ConnectionInit, socket: Socket, area: ReadArea) {
     this.#init = init;
     this.#socket = socket;
+    this.#area = area;
   }
 
   /** A new connection, once connected. */
@@ -103,13 +104,14 @@ export class Connection {
     return new Promise((resolve, reject) => {
       let conn: Connection | undefined = undefined;
       // net asks for the first buffer inside connect(), before `conn` exists.
-      const onread = { buffer: () => (conn === undefined ? init.pool.take() : conn.#readBuffer()), callback: (n: number, buf: Buffer) => conn!.#onRead(n, buf) };
+      const area = new ReadArea(init.pool);
+      const onread = { buffer: () => area.next(), callback: (n: number, buf: Buffer) => conn!.#onRead(n, buf) };
       const socket = init.tls
         ? // TLS sockets take net's `onread` too (checked on Node 24); @types/node leaves it out of ConnectionOptions.
           connectTls({ host: init.host, port: init.port, servername: isIP(init.host) === 0 ? init.host : undefined, ca: init.tls.ca, ALPNProtocols: ['http/1.1'], ...({ onread } as object) })
         : connect({ host: init.host, port: init.port, onread });
       socket.setNoDelay(true);
-      conn = new Connection(init, socket);
+      conn = new Connection(init, socket, area);
       const c = conn;
       const onAbort = () => socket.destroy(abortError(signal));
       const timer = setTimeout(() => socket.destroy(new IdleTimeoutError(`no connection to ${init.host}:${init.port} within ${init.idleTimeoutMs} ms`)), init.idleTimeoutMs);
@@ -177,32 +179,23 @@ export class Connection {
     this.#destroy(err ?? new Error('connection closed'));
   }
 
-  #readBuffer(): Buffer {
-    const buf = this.#spare ?? this.#init.pool.take();
-    this.#spare = undefined;
-    return buf;
-  }
-
   /** Returns false to stop reading (the body queue is full). */
   #onRead(n: number, buf: Buffer): boolean {
     const ex = this.#exchange;
     if (ex === undefined) {
-      this.#spare = buf;
       this.#destroy(new HttpProtocolError('bytes from the server outside a response'));
       return false;
     }
     ex.answered = true;
     const data = buf.subarray(0, n);
-    if (ex.phase === 'body') return this.#deliver(ex, data, buf);
+    if (ex.phase === 'body') return this.#deliver(ex, data, n);
     const all = ex.partialHead === undefined ? data : Buffer.concat([ex.partialHead, data]);
     const end = all.indexOf('\r\n\r\n', Math.max(0, (ex.partialHead?.length ?? 0) - 3));
     if (end < 0 ? all.length > MAX_HEAD_BYTES : end > MAX_HEAD_BYTES) {
-      this.#spare = buf;
       this.#destroy(new HttpProtocolError(`response head over ${MAX_HEAD_BYTES} bytes`));
       return false;
     }
     if (end < 0) {
-      this.#spare = buf;
       ex.partialHead = Buffer.from(all);
       return true;
     }
@@ -210,7 +203,6 @@ export class Connection {
     try {
       head = parseResponseHead(all.toString('latin1', 0, end), ex.method);
     } catch (err) {
-      this.#spare = buf;
       this.#destroy(err as Error);
       return false;
     }
@@ -242,28 +234,20 @@ export class Connection {
       },
     });
     const rest = all.subarray(end + 4);
-    if (ex.remaining > 0 && rest.length === 0) {
-      this.#spare = buf;
-      return true;
-    }
-    // After a head that spanned reads, `rest` is a view of the copy: the read buffer stays ours.
-    if (all !== data) this.#spare = buf;
-    return this.#deliver(ex, rest, all === data ? buf : undefined);
+    if (ex.remaining > 0 && rest.length === 0) return true;
+    // After a head that spanned reads, `rest` is a view of the copy, not of the read area.
+    return this.#deliver(ex, rest, all === data ? n : undefined);
   }
 
-  /** Passes body bytes on; `pooled` is the read buffer `data` is a view of, if it is one. */
-  #deliver(ex: Exchange, data: Buffer, pooled: Buffer | undefined): boolean {
-    if (ex.chunked !== undefined) return this.#deliverChunked(ex, ex.chunked, data, pooled);
+  /** Passes body bytes on; `readBytes`: `data` is a view of the last read (that many bytes), not a copy. */
+  #deliver(ex: Exchange, data: Buffer, readBytes: number | undefined): boolean {
+    if (ex.chunked !== undefined) return this.#deliverChunked(ex, ex.chunked, data);
     const body = ex.body!;
     let piece = data.length > ex.remaining ? data.subarray(0, ex.remaining) : data;
-    if (pooled !== undefined && piece.length < COPY_BELOW_BYTES) {
-      piece = Buffer.from(piece);
-      this.#spare = pooled;
-    }
+    if (readBytes !== undefined && piece.length > 0) piece = piece.length < COPY_BELOW_BYTES ? Buffer.from(piece) : this.#area.handOut(piece, readBytes);
     let more = true;
     if (piece.length > 0) {
-      // A view keeps its whole read buffer alive: that is what it costs the queue.
-      more = body.push(piece, piece.buffer === pooled?.buffer ? pooled.length : piece.length);
+      more = body.push(piece);
       ex.remaining -= piece.length;
     }
     if (data.length > piece.length) {
@@ -280,9 +264,8 @@ export class Connection {
     return more;
   }
 
-  /** Decodes chunked body bytes; the decoder copies them, so the read buffer stays the connection's. */
-  #deliverChunked(ex: Exchange, decoder: ChunkedDecoder, data: Buffer, pooled: Buffer | undefined): boolean {
-    if (pooled !== undefined) this.#spare = pooled;
+  /** Decodes chunked body bytes; the decoder copies them, so the read's room is read over. */
+  #deliverChunked(ex: Exchange, decoder: ChunkedDecoder, data: Buffer): boolean {
     let decoded;
     try {
       decoded = decoder.push(data);
@@ -335,14 +318,20 @@ export class Connection {
     if (this.#closed) return;
     this.#closed = true;
     this.#socket.destroy();
+    this.#area.close();
     this.#init.onClosed(this);
   }
 }
 
-/** A request's head on the wire; throws on a path or header that would break the framing. */
-export function requestHead(host: string, port: number, req: Http1Request): string {
+/**
+ * A request's head on the wire; throws on a path or header that would break
+ * the framing. Host leaves out the scheme's default port, as fetch and curl
+ * do: a signed URL (a registry's redirect to storage) may have signed it so.
+ */
+export function requestHead(host: string, port: number, req: Http1Request, tls = false): string {
   if (/[\r\n\s]/.test(req.path)) throw new Error(`invalid request path ${JSON.stringify(req.path)}`);
-  const authority = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  const name = host.includes(':') ? `[${host}]` : host;
+  const authority = port === (tls ? 443 : 80) ? name : `${name}:${port}`;
   let head = `${req.method} ${req.path} HTTP/1.1\r\nHost: ${authority}\r\n`;
   for (const [name, value] of Object.entries(req.headers ?? {})) {
     if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || /[\r\n]/.test(value)) throw new Error(`invalid request header ${JSON.stringify(name)}`);
