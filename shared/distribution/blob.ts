@@ -144,6 +144,9 @@ class WatchedBody {
   #received = 0;
   #idle = false;
   #closed = false;
+  /** One timer for the whole body, re-armed for each wait: none allocated per chunk. */
+  #timer: NodeJS.Timeout | undefined;
+  #waiting = false;
 
   constructor(res: Response, idleTimeoutMs: number, signal: AbortSignal, registry: string, what: string) {
     this.#reader = res.body?.getReader();
@@ -156,11 +159,9 @@ class WatchedBody {
   /** The next chunk, or undefined at the end of the body. */
   async next(): Promise<Uint8Array | undefined> {
     if (this.#reader === undefined || this.#closed) return undefined;
-    // Cancelling the reader ends a pending read() (as done) and drops the connection.
-    const timer = setTimeout(() => {
-      this.#idle = true;
-      this.close();
-    }, this.#idleTimeoutMs);
+    this.#waiting = true;
+    if (this.#timer === undefined) this.#timer = setTimeout(() => this.#onIdle(), this.#idleTimeoutMs);
+    else this.#timer.refresh();
     let result: Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>['read']>>;
     try {
       result = await this.#reader.read();
@@ -168,17 +169,28 @@ class WatchedBody {
       if (this.#signal.aborted) throw this.#signal.reason;
       throw new UpstreamError('unavailable', this.#registry, `${this.#what}: body broke after ${this.#received} bytes: ${describeNetworkError(err)}`);
     } finally {
-      clearTimeout(timer);
+      this.#waiting = false;
     }
     if (this.#idle) throw new UpstreamError('unavailable', this.#registry, `${this.#what}: sent nothing for ${this.#idleTimeoutMs} ms after ${this.#received} bytes`);
-    if (result.done) return undefined;
+    if (result.done) {
+      clearTimeout(this.#timer);
+      return undefined;
+    }
     this.#received += result.value.length;
     return result.value;
   }
 
   close(): void {
+    clearTimeout(this.#timer);
     if (this.#closed) return;
     this.#closed = true;
     void this.#reader?.cancel().catch(() => {});
+  }
+
+  /** Fires only while a read waits: cancelling the reader ends it (as done) and drops the connection. */
+  #onIdle(): void {
+    if (!this.#waiting) return;
+    this.#idle = true;
+    this.close();
   }
 }
