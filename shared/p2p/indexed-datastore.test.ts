@@ -200,6 +200,18 @@ describe('IndexedDatastore', () => {
     return { memory, indexed, prefixes };
   }
 
+  it('keeps a view of a larger buffer as a copy of its own, so the buffer can go', () => {
+    const store = new IndexedDatastore();
+    const slab = new Uint8Array(8192).fill(7);
+    store.put(new Key('/dht/provider/a'), slab.subarray(100, 106));
+    const whole = Uint8Array.of(1, 2, 3);
+    store.put(new Key('/dht/provider/b'), whole);
+    const kept = store.get(new Key('/dht/provider/a'));
+    assert.deepEqual([...kept], [7, 7, 7, 7, 7, 7]);
+    assert.equal(kept.buffer.byteLength, 6, 'not the 8 KiB it was cut from');
+    assert.equal(store.get(new Key('/dht/provider/b')), whole, 'a value that is its whole buffer is kept as it is');
+  });
+
   it('answers every prefix query as MemoryDatastore does, through random puts and deletes', async () => {
     const { memory, indexed, prefixes } = await twins(2000);
     assert.equal(indexed.size, (await keys(memory, {})).length);
