@@ -19,9 +19,10 @@
  * MemoryDatastore gives insertion order (the contract promises neither).
  *
  * A value is kept as a copy of its own when it is a view of a larger buffer.
- * kad-dht's provider records are a few bytes cut from Node's 8 KiB Buffer
- * pool, and holding the view held the whole slab: a node storing 5010 records
- * held 13 MiB of slabs for them (heap snapshot).
+ * kad-dht's provider records are a few bytes cut from shared 8 KiB slabs (a
+ * small-allocation pool, not Node's 64 KiB Buffer pool), and holding the view
+ * held the whole slab: a node storing 5010 records held 13 MiB of slabs for
+ * them (heap snapshot).
  */
 import type { AbortOptions } from '@libp2p/interface';
 import { BaseDatastore } from 'datastore-core';
