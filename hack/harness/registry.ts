@@ -6,7 +6,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, run, startProc, waitForHttp, type Proc } from './procs.ts';
+import { freePort, run, startProc, waitForHttp, waitUntil, type Proc } from './procs.ts';
 
 export interface RegistryInit {
   /** Directory for config, storage, htpasswd file and log; created if missing. */
@@ -58,6 +58,12 @@ export interface Registry {
   stop(): Promise<void>;
   /** Every request logged so far (across restarts), oldest first. */
   requests(): RegistryRequest[];
+  /**
+   * The requests logged after the first `from`, once there are `count` of
+   * them: the registry logs a request after its answer has gone out, so a
+   * client that has read the answer may be ahead of the log.
+   */
+  requestsSince(from: number, count: number): Promise<RegistryRequest[]>;
   readonly logPath: string;
 }
 
@@ -115,6 +121,11 @@ ${auth}`,
       await proc?.stop();
     },
     requests: () => parseAccessLog(readFileSync(logPath, 'utf8')),
+    requestsSince: async (from, count) => {
+      const since = () => parseAccessLog(readFileSync(logPath, 'utf8')).slice(from);
+      await waitUntil(async () => since().length >= count, { what: `${count} registry log lines after the first ${from}`, timeoutMs: 5000, intervalMs: 10 });
+      return since();
+    },
     logPath,
   };
 }
