@@ -123,7 +123,7 @@ ${auth}`,
     requests: () => parseAccessLog(readFileSync(logPath, 'utf8')),
     requestsSince: async (from, count) => {
       const since = () => parseAccessLog(readFileSync(logPath, 'utf8')).slice(from);
-      await waitUntil(async () => since().length >= count, { what: `${count} registry log lines after the first ${from}`, timeoutMs: 5000, intervalMs: 10 });
+      await waitUntil(() => Promise.resolve(since().length >= count), { what: `${count} registry log lines after the first ${from}`, timeoutMs: 5000, intervalMs: 10 });
       return since();
     },
     logPath,
