@@ -6,7 +6,8 @@
  * source fails mid-way it is asked again from the byte it stopped at. Readers
  * take what was received and wait for the next chunk (an event, never a poll):
  * the last bytes received from memory (see recent-bytes.ts), older bytes
- * from the file, read into pooled buffers. Once the download has ended, only the file is read.
+ * from the file, read into pooled buffers. Once the download has ended,
+ * only the file is read.
  * A reader never gets the last byte it wants until the whole blob has matched
  * its size and digest: a client cannot end up with a complete body that is
  * wrong. When the download fails, every reader fails with its error (a

@@ -1,9 +1,10 @@
 /**
  * One HTTP/1.1 connection, one exchange at a time. The socket reads straight
  * into buffers from a ChunkPool (net's `onread`, see read-area.ts), and body
- * bytes reach the consumer as views of those buffers: no fresh buffer per read. Node's own
- * client allocates one for every read, and streaming a large blob through it
- * made V8 run a full GC every few tens of MiB (measured: 29 per GiB).
+ * bytes reach the consumer as views of those buffers: no fresh buffer per
+ * read. Node's own client allocates one for every read, and streaming a large
+ * blob through it made V8 run a full GC every few tens of MiB (measured: 29
+ * per GiB).
  */
 import { connect, isIP, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
