@@ -18,6 +18,9 @@ import { stopAll } from '../harness/procs.ts';
 import { startRegistry, type Registry } from '../harness/registry.ts';
 import { createRunDir } from '../harness/runs.ts';
 import { failsWith } from '../../shared/distribution/testing.ts';
+import { http1Fetch } from '../../shared/distribution/http1-fetch.ts';
+import { Http1Client } from '../../shared/http1/client.ts';
+import { createCertificateAuthority, issueServingCertificate } from '../../webhook/tls/self-signed.ts';
 
 const signal = () => AbortSignal.timeout(30_000);
 const ALICE = { user: 'alice', password: 'alice-e2e-secret' };
@@ -34,6 +37,7 @@ describe('upstream blobs against the real registry', function () {
   let runDir: string;
   let open: Registry | undefined;
   let basic: Registry | undefined;
+  let secure: Registry | undefined;
   let image: PushedImage;
   let privateImage: PushedImage;
 
@@ -50,7 +54,7 @@ describe('upstream blobs against the real registry', function () {
   });
 
   after(async function () {
-    await stopAll(open, basic);
+    await stopAll(open, basic, secure);
   });
 
   describe('anonymous', function () {
@@ -149,6 +153,83 @@ describe('upstream blobs against the real registry', function () {
       } finally {
         await spool.close();
       }
+    });
+  });
+  describe('over TLS, on the pooled HTTP/1.1 client the mirror uses', function () {
+    const ca = createCertificateAuthority();
+    const serving = issueServingCertificate(ca, { dnsNames: ['localhost'] });
+    let secureImage: PushedImage;
+    let pooled: Http1Client;
+    let fellBack: string[];
+    /** The registry by the name its certificate carries. */
+    let name: string;
+
+    before(async function () {
+      secure = await startRegistry({ dir: join(runDir, 'secure'), tls: { cert: serving.cert, key: serving.key, ca: ca.certPem } });
+      name = secure.host.replace('127.0.0.1', 'localhost');
+      secureImage = await buildAndPush({ dir: join(runDir, 'img-secure'), layers: [LAYER_BYTES], registry: secure.host, repo: 'test/secure', tag: 'v1' });
+    });
+    beforeEach(function () {
+      pooled = new Http1Client({ idleTimeoutMs: 10_000, ca: ca.certPem });
+      fellBack = [];
+    });
+    afterEach(function () {
+      pooled.close();
+    });
+    const tlsClient = () =>
+      new UpstreamClient({
+        requestTimeoutMs: 5000,
+        retries: 0,
+        blobFetch: http1Fetch(pooled, (input, init) => {
+          fellBack.push(String(input));
+          return fetch(input, init);
+        }),
+      });
+
+    it('streams a layer whole and from an offset over TLS, without falling back to fetch', async function () {
+      const layer = layerOf(secureImage);
+      const original = secureImage.bytes(layer.digest);
+      const c = tlsClient();
+      const before = secure!.requests().length;
+      const whole = await c.openBlob(name, 'test/secure', parseDigest(layer.digest), [], { signal: signal() });
+      assert.ok((await readAll(whole)).equals(original));
+      const tail = await c.openBlob(name, 'test/secure', parseDigest(layer.digest), [], { offset: 1_000_001, signal: signal() });
+      assert.ok((await readAll(tail)).equals(original.subarray(1_000_001)));
+      assert.deepEqual(
+        (await secure!.requestsSince(before, 2)).map((r) => `${r.status} ${r.bytes}`),
+        [`200 ${layer.size}`, `206 ${layer.size - 1_000_001}`],
+      );
+      assert.deepEqual(fellBack, []);
+    });
+
+    it('downloads a layer into the spool over TLS, shared by a reader of the whole and one of a slice', async function () {
+      const layer = layerOf(secureImage);
+      const digest = parseDigest(layer.digest);
+      const original = secureImage.bytes(layer.digest);
+      const spool = await Spool.open({ dir: join(runDir, 'spool-secure'), maxBytes: 64 * 1024 * 1024, lingerMs: 0, isResumable: isResumableUpstreamFailure });
+      try {
+        const c = tlsClient();
+        const opened = await c.openBlob(name, 'test/secure', digest, [], { signal: signal() });
+        const entry = spool.download(digest, opened.size, upstreamSource({ client: c, registry: name, repository: 'test/secure', digest, credentials: [], opened }))!;
+        const collect = async (slice?: { start: number; end: number }) => {
+          const chunks: Uint8Array[] = [];
+          for await (const chunk of entry.reader(slice)) chunks.push(Buffer.from(chunk));
+          return Buffer.concat(chunks);
+        };
+        const [whole, slice] = await Promise.all([collect(), collect({ start: 5, end: 2_000_000 })]);
+        assert.ok(whole.equals(original));
+        assert.ok(slice.equals(original.subarray(5, 2_000_001)));
+        assert.equal(entry.state, 'complete');
+        assert.deepEqual(fellBack, []);
+      } finally {
+        await spool.close();
+      }
+    });
+
+    it('refuses a certificate that does not name the host asked for', async function () {
+      const layer = layerOf(secureImage);
+      // The certificate names localhost, not 127.0.0.1.
+      await assert.rejects(tlsClient().openBlob(secure!.host, 'test/secure', parseDigest(layer.digest), [], { signal: signal() }), (err: unknown) => failsWith('unavailable')(err) && /127\.0\.0\.1/.test((err as Error).message));
     });
   });
 });

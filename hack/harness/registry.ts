@@ -5,6 +5,7 @@
  * and benchmarks can see what reached upstream and how many bytes it served.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { join } from 'node:path';
 import { freePort, run, startProc, waitForHttp, waitUntil, type Proc } from './procs.ts';
 
@@ -21,6 +22,8 @@ export interface RegistryInit {
   token?: RegistryTokenAuth;
   /** Runs the registry through this command, which must exec its arguments (e.g. `ip netns exec NAME`: a throttled host, with `host` its address). Default none. */
   commandPrefix?: readonly string[];
+  /** Serve HTTPS with this certificate and key (PEM); `ca` (PEM) is what clients trust. Default plain HTTP. */
+  tls?: { cert: string; key: string; ca: string };
 }
 
 /** distribution's `auth.token`: the registry checks each JWT's signature (x5c chain to rootCertBundle), issuer, audience (= service), expiry and `access` claim. */
@@ -49,7 +52,7 @@ export interface RegistryRequest {
 export interface Registry {
   /** `127.0.0.1:PORT`: the registry name in image references. */
   readonly host: string;
-  /** `http://127.0.0.1:PORT` */
+  /** `http://127.0.0.1:PORT` (`https://` with `tls`) */
   readonly url: string;
   readonly dir: string;
   readonly credentials: { user: string; password: string } | undefined;
@@ -76,6 +79,7 @@ export async function startRegistry(init: RegistryInit): Promise<Registry> {
   mkdirSync(join(init.dir, 'storage'), { recursive: true });
   if (init.htpasswd && init.token) throw new Error('registry: htpasswd and token auth exclude each other');
   const auth = init.htpasswd ? await writeHtpasswd(init.dir, init.htpasswd) : init.token ? tokenAuthConfig(init.token) : '';
+  const tls = init.tls === undefined ? '' : writeTlsConfig(init.dir, init.tls);
   const configPath = join(init.dir, 'config.yml');
   // Fixed http.secret: upload state survives a restart. accesslog is on by default; kept explicit.
   writeFileSync(
@@ -93,19 +97,20 @@ storage:
 http:
   addr: ${ip}:${port}
   secret: shoal-test-secret
-${auth}`,
+${tls}${auth}`,
   );
 
   const host = `${ip}:${port}`;
-  const url = `http://${host}`;
+  const url = `${init.tls === undefined ? 'http' : 'https'}://${host}`;
   let proc: Proc | undefined;
 
   const start = async (): Promise<void> => {
     if (proc?.running()) return;
     // /v2/ answers 401 when auth is on; either way it is serving.
     const [command = 'docker-registry', ...args] = [...(init.commandPrefix ?? []), 'docker-registry', 'serve', configPath];
+    const ready = { what: `registry on ${host}`, status: init.htpasswd || init.token ? 401 : 200, timeoutMs: 15_000 };
     proc = await startProc({ name: NAME, dir: init.dir, command, args }, (p) =>
-      waitForHttp(`${url}/v2/`, { what: `registry on ${host}`, proc: p, status: init.htpasswd || init.token ? 401 : 200, timeoutMs: 15_000 }),
+      init.tls === undefined ? waitForHttp(`${url}/v2/`, { ...ready, proc: p }) : waitUntil(async () => (await httpsStatus(`${url}/v2/`, init.tls!.ca)) === ready.status, { ...ready, proc: p }),
     );
   };
   await start();
@@ -128,6 +133,31 @@ ${auth}`,
     },
     logPath,
   };
+}
+
+/** distribution's `http.tls`, the certificate and key written beside the config. */
+function writeTlsConfig(dir: string, tls: { cert: string; key: string }): string {
+  writeFileSync(join(dir, 'tls.crt'), tls.cert);
+  writeFileSync(join(dir, 'tls.key'), tls.key, { mode: 0o600 });
+  return `  tls:
+    certificate: ${join(dir, 'tls.crt')}
+    key: ${join(dir, 'tls.key')}
+`;
+}
+
+/**
+ * The status of a GET over HTTPS trusting `ca` (fetch cannot be given a CA).
+ * Only whether it serves: the certificate may name the host otherwise than `url` does.
+ */
+function httpsStatus(url: string, ca: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpsGet(url, { ca, timeout: 2000, checkServerIdentity: () => undefined }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+  });
 }
 
 async function writeHtpasswd(dir: string, cred: { user: string; password: string }): Promise<string> {
