@@ -181,7 +181,7 @@ describe('upstream blobs against the real registry', function () {
         requestTimeoutMs: 5000,
         retries: 0,
         blobFetch: http1Fetch(pooled, (input, init) => {
-          fellBack.push(String(input));
+          fellBack.push(input instanceof Request ? input.url : input instanceof URL ? input.href : input);
           return fetch(input, init);
         }),
       });
