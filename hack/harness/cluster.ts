@@ -11,7 +11,7 @@ import { writeHostsToml } from './hosts.ts';
 import { startMirror, type Mirror } from './mirror.ts';
 import type { ThrottledHost } from './netns.ts';
 import { mountsUnder } from './mounts.ts';
-import { startRegistry, type Registry } from './registry.ts';
+import { startRegistry, type Registry, type RegistryInit } from './registry.ts';
 import { createRunDir, livePidsUnder } from './runs.ts';
 import { freePort } from './procs.ts';
 
@@ -20,8 +20,8 @@ export interface ClusterInit {
   nodes: number;
   /** Run directory (default: a fresh one from createRunDir(), which first cleans up after dead runs). */
   runDir?: string;
-  /** The upstream registry: basic auth; run on a throttled host (see netns.ts) instead of 127.0.0.1. */
-  registry?: { htpasswd?: { user: string; password: string }; host?: ThrottledHost };
+  /** The upstream registry: basic auth; run on a throttled host (see netns.ts) instead of 127.0.0.1; served over TLS (see RegistryInit.tls). */
+  registry?: { htpasswd?: { user: string; password: string }; host?: ThrottledHost; tls?: RegistryInit['tls'] };
   /**
    * A front the nodes know the upstream by (e.g. a proxy that misbehaves for
    * the mirrors): mirrored and configured in hosts.toml instead of the
@@ -116,7 +116,7 @@ export async function startCluster(init: ClusterInit): Promise<Cluster> {
 
   try {
     const throttled = init.registry?.host;
-    registry = await startRegistry({ dir: join(runDir, 'registry'), htpasswd: init.registry?.htpasswd, host: throttled?.ip, commandPrefix: throttled?.exec });
+    registry = await startRegistry({ dir: join(runDir, 'registry'), htpasswd: init.registry?.htpasswd, host: throttled?.ip, commandPrefix: throttled?.exec, tls: init.registry?.tls });
     const upstream = init.upstreamFront?.(registry) ?? registry;
     // allSettled: on a failure, wait for the other nodes' starts before tearing down,
     // or a process spawned after stop() would outlive the run.

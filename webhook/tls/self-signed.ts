@@ -63,6 +63,8 @@ export function createCertificateAuthority(init: CertificateAuthorityInit = {}):
 export interface ServingCertificateInit {
   /** The first also becomes the subject's common name. */
   dnsNames: readonly string[];
+  /** IP addresses the certificate also names (a server reached by address). Default none. */
+  ipAddresses?: readonly string[];
   /** Default 365. */
   validityDays?: number;
   /** Default now. */
@@ -83,7 +85,7 @@ export function issueServingCertificate(ca: CertificateAuthority, init: ServingC
     { name: 'basicConstraints', cA: false, critical: true },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
     { name: 'extKeyUsage', serverAuth: true },
-    { name: 'subjectAltName', altNames: init.dnsNames.map((value) => ({ type: 2, value })) },
+    { name: 'subjectAltName', altNames: [...init.dnsNames.map((value) => ({ type: 2, value })), ...(init.ipAddresses ?? []).map((ip) => ({ type: 7, ip }))] },
     { name: 'subjectKeyIdentifier' },
     { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
   ]);
