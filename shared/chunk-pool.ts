@@ -46,11 +46,6 @@ export class ChunkPool {
     return Buffer.from(memory, 0, this.chunkBytes);
   }
 
-  /** Free buffers held for reuse now. */
-  get freeCount(): number {
-    return this.#free.length;
-  }
-
   /** Lets go of the free buffers (nothing will be taken for a while); buffers in use come back as usual. */
   clear(): void {
     this.#free.length = 0;
