@@ -11,6 +11,7 @@ import { ContentMismatchError, type Slice } from '../../shared/verify.ts';
 import { SpoolEntryGoneError, type BlobSource, type SpoolObserver } from './entry.ts';
 import { WINDOW_BYTES } from './recent-bytes.ts';
 import { Spool, type SpoolInit } from './spool.ts';
+import { replaceWritev } from './testing.ts';
 
 const PIECE = 16 * 1024;
 
@@ -75,19 +76,6 @@ async function until(check: () => boolean, what: string): Promise<void> {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-type Writev = (this: FileHandle, buffers: Uint8Array[], position: number) => Promise<{ bytesWritten: number }>;
-
-/** Puts `spy(real)` in the place of every FileHandle's writev (the entry's writes) until the returned restore is called. */
-async function replaceWritev(scratch: string, spy: (real: Writev) => Writev): Promise<() => void> {
-  const probe = await open(join(scratch, 'probe'), 'w');
-  const proto = Object.getPrototypeOf(probe) as { writev: Writev };
-  await probe.close();
-  const real = proto.writev;
-  proto.writev = spy(real);
-  return () => {
-    proto.writev = real;
-  };
-}
 
 interface FileRead {
   bytes: number;
