@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ChunkPool } from '../../shared/chunk-pool.ts';
 import { digestOf } from '../../shared/digest.ts';
 import { streamToResponse } from '../../shared/stream-response.ts';
+import { poisonPoolTakes } from '../../shared/testing.ts';
 import type { BlobSource, SpoolEntry } from './entry.ts';
 import { WINDOW_BYTES } from './recent-bytes.ts';
 import { Spool } from './spool.ts';
@@ -57,18 +58,12 @@ async function slowGet(port: number, start: number, end: number): Promise<Buffer
 
 describe('Spool: pooled memory under readers', function () {
   this.timeout(60_000);
-  // Called with each pool as `this`, and put back after each test.
-  // eslint-disable-next-line @typescript-eslint/unbound-method
-  const take = ChunkPool.prototype.take;
   let root: string;
   const undo: (() => void)[] = [];
 
   beforeEach(async function () {
     root = await mkdtemp(join(tmpdir(), 'shoal-pooled-'));
-    ChunkPool.prototype.take = function (this: ChunkPool) {
-      return take.call(this).fill(0xee);
-    };
-    undo.push(() => (ChunkPool.prototype.take = take));
+    undo.push(poisonPoolTakes());
     undo.push(await replaceWritev(root, (real) => async function (buffers, position) {
       await sleep(randomInt(0, 4));
       return real.call(this, buffers, position);

@@ -5,7 +5,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createCertificateAuthority, issueServingCertificate } from '../../webhook/tls/self-signed.ts';
-import { ChunkPool, released } from '../chunk-pool.ts';
+import { released } from '../chunk-pool.ts';
+import { poisonPoolTakes } from '../testing.ts';
 import { Http1Client } from './client.ts';
 
 /**
@@ -30,17 +31,13 @@ describe('ReadArea: views handed out keep their bytes', function () {
       res.end();
     })();
   };
-  // Called with each pool as `this`, and put back after each test.
-  // eslint-disable-next-line @typescript-eslint/unbound-method
-  const take = ChunkPool.prototype.take;
   const servers: Server[] = [];
+  let unpoison: () => void;
   beforeEach(function () {
-    ChunkPool.prototype.take = function (this: ChunkPool) {
-      return take.call(this).fill(0xee);
-    };
+    unpoison = poisonPoolTakes();
   });
   afterEach(async function () {
-    ChunkPool.prototype.take = take;
+    unpoison();
     await Promise.all(servers.splice(0).map((s) => new Promise((resolve) => s.close(resolve))));
   });
 
