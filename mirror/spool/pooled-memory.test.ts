@@ -75,17 +75,16 @@ describe('Spool: pooled memory under readers', function () {
     await rm(root, { recursive: true, force: true });
   });
 
-  /** A blob from pooled chunks of random sizes, broken `breaks` times past 3 MB; `paced`: a millisecond's pause every 8 chunks. */
-  function pooledSource(blob: Buffer, breaks: number, paced = false): BlobSource {
+  /** A blob from pooled chunks of random sizes, broken `breaks` times past 3 MB; from byte `holdAt` on, nothing more until the spool closes. */
+  function pooledSource(blob: Buffer, breaks: number, holdAt = Infinity): BlobSource {
     const pool = new ChunkPool(64 * 1024, 2);
     let left = breaks;
-    let chunks = 0;
-    return (offset) =>
+    return (offset, signal) =>
       Promise.resolve(
         (async function* () {
           for (let at = offset; at < blob.length; ) {
-            if (paced && ++chunks % 8 === 0) await sleep(1);
-            else await new Promise((resolve) => setImmediate(resolve));
+            await new Promise((resolve) => setImmediate(resolve));
+            if (at >= holdAt) await new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
             if (left > 0 && at > offset + 3_000_000 && randomInt(0, 50) === 0) {
               left--;
               throw new Error('connection reset');
@@ -134,12 +133,15 @@ describe('Spool: pooled memory under readers', function () {
   it('gives readers only right bytes when the spool closes under them', async function () {
     const blob = randomBytes(WINDOW_BYTES + 2 * 1024 * 1024);
     const spool = await Spool.open({ dir: join(root, 'spool'), maxBytes: 64 * 1024 * 1024, lingerMs: 0, isResumable: () => true });
-    const entry = spool.download(digestOf(blob), blob.length, pooledSource(blob, 0, true))!;
+    const holdAt = blob.length - 1024 * 1024;
+    const entry = spool.download(digestOf(blob), blob.length, pooledSource(blob, 0, holdAt))!;
     const { server, port } = await serve(entry);
     try {
       const slices = Array.from({ length: 8 }, () => randomSlice(blob.length));
       const reads = slices.map(({ start, end }) => slowGet(port, start, end));
-      await sleep(randomInt(20, 120));
+      // The download can never complete: it waits, with the readers' writes in flight, for the close.
+      while (entry.written < holdAt) await sleep(5);
+      await sleep(randomInt(0, 50));
       await spool.close();
       const got = await Promise.all(reads);
       assert.equal(entry.state, 'failed');
