@@ -41,6 +41,7 @@ import { pnetKeyBytes, type NetworkKey } from './network-key.ts';
 import { ProvideQueue } from './provide-queue.ts';
 import { askOrder } from './rendezvous.ts';
 import type { LivePeers, LookupOptions, Provider, Router } from './router.ts';
+import { provideToTableWhenSmall, type ProvideTargetCounts } from './table-provide.ts';
 
 export const DHT_PROTOCOL = '/shoal/kad/1.0.0';
 
@@ -79,6 +80,8 @@ export interface DhtRouterInit {
    * so the disjoint paths' defence against hostile nodes buys nothing here.
    */
   readonly queryConcurrency?: number;
+  /** Kademlia's K: a bucket's size, and how many peers a provide reaches. Default 20 (kad-dht's). */
+  readonly kBucketSize?: number;
   /** Provides in flight at once. Default 8. */
   readonly provideConcurrency?: number;
   /** A provide still running after this long is aborted (and retried on the next tick). Default 30 s. */
@@ -105,6 +108,8 @@ export interface DhtRouterStats {
   readonly providesSucceeded: number;
   /** Provides that failed, timed out or reached no peer. */
   readonly providesFailed: number;
+  /** Provides sent to the routing table's peers without a query (fewer than K peers). */
+  readonly providesFromTable: number;
 }
 
 const DEFAULT_PORT = 5001;
@@ -126,6 +131,7 @@ interface RoutingTable extends EventTarget {
 export class DhtRouter implements Router, LivePeers {
   readonly #node: Libp2p<Services>;
   readonly #table: RoutingTable;
+  readonly #provideTargets: ProvideTargetCounts;
   readonly #logger: Logger;
   readonly #ttlMs: number;
   readonly #queue: ProvideQueue;
@@ -180,6 +186,7 @@ export class DhtRouter implements Router, LivePeers {
           allowQueryWithZeroPeers: true,
           alpha: init.queryConcurrency ?? DEFAULT_QUERY_CONCURRENCY,
           disjointPaths: 1,
+          ...(init.kBucketSize !== undefined && { kBucketSize: init.kBucketSize }),
           reprovide: {
             // Other peers' records are deleted once older than this, checked every `interval`.
             validity: ttlMs,
@@ -197,12 +204,20 @@ export class DhtRouter implements Router, LivePeers {
       await node.stop();
       throw new Error('@libp2p/kad-dht has no routingTable with find/remove: this kad-dht version is not supported');
     }
-    return new DhtRouter(node, table, logger, init, targets, listen, ttlMs);
+    let provideTargets: ProvideTargetCounts;
+    try {
+      provideTargets = provideToTableWhenSmall(node.services.dht, node.peerId);
+    } catch (err) {
+      await node.stop();
+      throw err;
+    }
+    return new DhtRouter(node, table, provideTargets, logger, init, targets, listen, ttlMs);
   }
 
   private constructor(
     node: Libp2p<Services>,
     table: RoutingTable,
+    provideTargets: ProvideTargetCounts,
     logger: Logger,
     init: DhtRouterInit,
     targets: ReturnType<typeof parseBootstrapPeer>[],
@@ -211,6 +226,7 @@ export class DhtRouter implements Router, LivePeers {
   ) {
     this.#node = node;
     this.#table = table;
+    this.#provideTargets = provideTargets;
     this.#logger = logger;
     this.#ttlMs = ttlMs;
     this.peerId = node.peerId.toString();
@@ -358,6 +374,7 @@ export class DhtRouter implements Router, LivePeers {
       peakProvidesInFlight: this.#queue.peakInFlight,
       providesSucceeded: this.#succeeded,
       providesFailed: this.#failed,
+      providesFromTable: this.#provideTargets.fromTable,
     };
   }
 
