@@ -255,7 +255,26 @@ describe('manifests/ (kustomize base)', function () {
     assert.deepEqual(hostPathOf(spec, mirror, serve.get('data-dir') ?? ''), { path: DATA, type: 'DirectoryOrCreate', readOnly: false });
     assert.deepEqual(hostPathOf(spec, configure, configureFlags.get('containerd-registry-config-path') ?? ''), { path: CERTS_D, type: 'DirectoryOrCreate', readOnly: false });
     assert.ok(!mirror.volumeMounts?.some((m) => m.mountPath === CERTS_D), 'serve has no business with certs.d');
-    assert.deepEqual(configure.volumeMounts?.map((m) => m.mountPath), [CERTS_D]);
+    // configure also gets the data dir, for the compile cache (next test).
+    assert.deepEqual(configure.volumeMounts?.map((m) => m.mountPath), [CERTS_D, DATA]);
+  });
+
+  it('keeps Node\'s compile cache in the data dir, where configure fills it for serve', async function () {
+    this.timeout(30_000);
+    const cacheOf = (c: IContainer): string | undefined => c.env?.find((e) => e.name === 'NODE_COMPILE_CACHE')?.value;
+    const cache = cacheOf(mirror);
+    assert.ok(cache?.startsWith(`${DATA}/`), `the mirror's compile cache ${cache} is not in the data dir`);
+    assert.equal(cacheOf(configure), cache);
+    assert.deepEqual(hostPathOf(spec, configure, DATA), { path: DATA, type: 'DirectoryOrCreate', readOnly: false });
+    // configure, run with the init container's arguments, leaves the cache with an entry per module it loaded.
+    const inv = invocation(configure, help, configMaps);
+    const certsD = join(tmp, 'certs.d');
+    await mkdir(certsD);
+    const dir = join(tmp, 'compile-cache');
+    const args = [...inv.flags].map(([k, v]) => `--${k}=${k === 'containerd-registry-config-path' ? certsD : v}`);
+    await run(process.execPath, [MAIN, inv.command, ...args], { env: { PATH: process.env.PATH, ...Object.fromEntries(inv.env), NODE_COMPILE_CACHE: dir } });
+    const entries = (await readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+    assert.ok(entries.length > 500, `${entries.length} cache entries`);
   });
 
   it('configure, run with the init container\'s own arguments and env, points every listed registry at the mirror', async function () {

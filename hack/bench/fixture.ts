@@ -17,7 +17,7 @@ import { createMemoryCgroup, type MemoryCgroup } from './cgroup.ts';
 import type { HeadTarget } from './head.ts';
 import { startNginx, type Nginx } from './nginx.ts';
 import { childPids } from './procstat.ts';
-import { GET_SETTINGS, type RuntimeSetting } from './runtime-settings.ts';
+import { AS_SHIPPED, GET_SETTINGS, warmCompileCache, type RuntimeSetting } from './runtime-settings.ts';
 import type { Server } from './throughput.ts';
 
 /** The servers compared, by their names in tables and JSON. */
@@ -103,11 +103,12 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
       await node.containerd.pull(pushed.ref, { plainHttp: true });
       return pushed;
     });
+    warmCompileCache();
     const mirrorInit = { ip: node.ip, containerd: node.containerd, mirroredRegistries: [registry.url], logLevel: 'info' };
     // One after the other: a failed start then never leaves the other one running unseen.
-    filesMirror = await step('mirror reading files started', () => startMirror({ ...mirrorInit, dir: join(node.dir, 'mirror-files') }));
+    filesMirror = await step('mirror reading files started', () => startMirror({ ...mirrorInit, dir: join(node.dir, 'mirror-files'), env: AS_SHIPPED.env }));
     grpcMirror = await step('mirror reading through Content.Read started', () =>
-      startMirror({ ...mirrorInit, dir: join(node.dir, 'mirror-grpc'), contentPath: '' }),
+      startMirror({ ...mirrorInit, dir: join(node.dir, 'mirror-grpc'), contentPath: '', env: AS_SHIPPED.env }),
     );
     for (const [i, setting] of GET_SETTINGS.entries()) {
       let commandPrefix: string[] | undefined;

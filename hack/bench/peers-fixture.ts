@@ -17,7 +17,7 @@ import { readMetric } from '../harness/http.ts';
 import { createRunDir } from '../harness/runs.ts';
 import { createMemoryCgroup, type MemoryCgroup } from './cgroup.ts';
 import { buildManyLayers, importManyLayers, type ManyLayersImage } from './many-layers.ts';
-import { AS_SHIPPED, RECEIVER_SETTINGS, type RuntimeSetting } from './runtime-settings.ts';
+import { AS_SHIPPED, RECEIVER_SETTINGS, warmCompileCache, type RuntimeSetting } from './runtime-settings.ts';
 
 export interface PeersFixtureInit {
   /** Tiny layers the holder advertises. */
@@ -70,6 +70,7 @@ export async function startPeersFixture(init: PeersFixtureInit): Promise<PeersFi
       if (setting.memoryLimitBytes !== undefined) cgroups.set(index, createMemoryCgroup(`peers-${index}`, setting.memoryLimitBytes));
     }
     const runDir = await createRunDir();
+    warmCompileCache();
     const [started, built] = await Promise.all([
       step(`registry and ${settings.length} peered nodes started`, () =>
         startCluster({

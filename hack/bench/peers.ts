@@ -18,7 +18,7 @@ import { measureLookups, type LookupResult } from './lookups.ts';
 import { readMemory, type MemorySnapshot } from './memory.ts';
 import { startPeersFixture, type PeersFixture } from './peers-fixture.ts';
 import { measurePulls, type PullRound } from './pulls.ts';
-import { AS_SHIPPED, RECOMMENDED } from './runtime-settings.ts';
+import { AS_SHIPPED, NO_SETTINGS } from './runtime-settings.ts';
 import { tearDown, type PartInit } from './local.ts';
 
 export interface PeersConfig {
@@ -33,7 +33,7 @@ export interface PeersConfig {
   pullRounds: number;
   /** Longest wait for the provides to settle. */
   settleTimeoutSeconds: number;
-  /** At the end, restart the holder as shipped, then with the recommended setting, each time letting it advertise everything again (minutes more). */
+  /** At the end, restart the holder as shipped, then with no settings, each time letting it advertise everything again (minutes more). */
   holderAgain: boolean;
 }
 
@@ -70,7 +70,7 @@ export interface PeersRun {
   askers: { name: string; how: string }[];
   pulls: PullRound[];
   pullers: string[];
-  /** config.holderAgain: the holder restarted as shipped, then with the recommended setting, each once its provides settled again. */
+  /** config.holderAgain: the holder restarted as shipped, then with no settings, each once its provides settled again. */
   holderAgain: { settleSeconds: number; samples: SettleSample[]; memory: NodeMemory }[];
   runDir: string | undefined;
   error?: string;
@@ -178,7 +178,7 @@ export async function runPeers(init: PeersInit): Promise<PeersRun> {
     result.memoryEnd = await readAll('end');
 
     // The same restart as shipped first: a restarted holder only re-provides, so it is compared with a restarted holder.
-    for (const setting of config.holderAgain ? [AS_SHIPPED, RECOMMENDED] : []) {
+    for (const setting of config.holderAgain ? [AS_SHIPPED, NO_SETTINGS] : []) {
       log(`${holder.name}'s mirror restarts with the setting "${setting.name}" and advertises everything again`);
       await f.restartMirror(holder, setting);
       const again = await waitForProvides({ fixture: f, wantKeys, timeoutSeconds: config.settleTimeoutSeconds, clockHz: init.clockHz, signal, log });

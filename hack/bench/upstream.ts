@@ -23,6 +23,7 @@ import { pulledBlobs } from '../harness/pulled.ts';
 import { tearDown, type PartInit } from './local.ts';
 import { childrenTicks, cpuTicks, systemShares, systemTicks } from './procstat.ts';
 import { checkHolds, makeCold, type Pull } from './pulls.ts';
+import { AS_SHIPPED, warmCompileCache } from './runtime-settings.ts';
 
 export interface UpstreamConfig {
   nodes: number;
@@ -78,7 +79,8 @@ export async function runUpstream(init: UpstreamInit): Promise<UpstreamRun> {
   try {
     host = await createThrottledHost({ rateMbit: config.rateMbit });
     log(`  upstream on ${host.ip} behind tc tbf ${config.rateMbit} Mbit/s (namespace ${host.name})`);
-    cluster = await startCluster({ nodes: config.nodes, registry: { host }, mirrorLogLevel: 'info' });
+    warmCompileCache();
+    cluster = await startCluster({ nodes: config.nodes, registry: { host }, mirrorLogLevel: 'info', mirrorEnv: AS_SHIPPED.env });
     const c = cluster;
     result.runDir = c.runDir;
     result.nodes = c.nodes.map((n) => n.name);
