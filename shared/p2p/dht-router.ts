@@ -41,7 +41,7 @@ import { pnetKeyBytes, type NetworkKey } from './network-key.ts';
 import { ProvideQueue } from './provide-queue.ts';
 import { askOrder } from './rendezvous.ts';
 import type { LivePeers, LookupOptions, Provider, Router } from './router.ts';
-import { provideToTableWhenSmall, type ProvideTargetCounts } from './table-provide.ts';
+import { useTableWhenSmall, type SmallNetworkCounts } from './small-network.ts';
 
 export const DHT_PROTOCOL = '/shoal/kad/1.0.0';
 
@@ -110,6 +110,10 @@ export interface DhtRouterStats {
   readonly providesFailed: number;
   /** Provides sent to the routing table's peers without a query (fewer than K peers). */
   readonly providesFromTable: number;
+  /** Lookups that asked the routing table's peers in two rounds instead of a query (fewer than K peers). */
+  readonly lookupsFromTable: number;
+  /** Of those, lookups that ended when the first round's peers all answered that they knew no provider. */
+  readonly missesAfterFirstRound: number;
 }
 
 const DEFAULT_PORT = 5001;
@@ -131,7 +135,7 @@ interface RoutingTable extends EventTarget {
 export class DhtRouter implements Router, LivePeers {
   readonly #node: Libp2p<Services>;
   readonly #table: RoutingTable;
-  readonly #provideTargets: ProvideTargetCounts;
+  readonly #smallNetwork: SmallNetworkCounts;
   readonly #logger: Logger;
   readonly #ttlMs: number;
   readonly #queue: ProvideQueue;
@@ -204,20 +208,20 @@ export class DhtRouter implements Router, LivePeers {
       await node.stop();
       throw new Error('@libp2p/kad-dht has no routingTable with find/remove: this kad-dht version is not supported');
     }
-    let provideTargets: ProvideTargetCounts;
+    let smallNetwork: SmallNetworkCounts;
     try {
-      provideTargets = provideToTableWhenSmall(node.services.dht, node.peerId);
+      smallNetwork = useTableWhenSmall(node.services.dht, node.peerId, init.queryConcurrency ?? DEFAULT_QUERY_CONCURRENCY);
     } catch (err) {
       await node.stop();
       throw err;
     }
-    return new DhtRouter(node, table, provideTargets, logger, init, targets, listen, ttlMs);
+    return new DhtRouter(node, table, smallNetwork, logger, init, targets, listen, ttlMs);
   }
 
   private constructor(
     node: Libp2p<Services>,
     table: RoutingTable,
-    provideTargets: ProvideTargetCounts,
+    smallNetwork: SmallNetworkCounts,
     logger: Logger,
     init: DhtRouterInit,
     targets: ReturnType<typeof parseBootstrapPeer>[],
@@ -226,7 +230,7 @@ export class DhtRouter implements Router, LivePeers {
   ) {
     this.#node = node;
     this.#table = table;
-    this.#provideTargets = provideTargets;
+    this.#smallNetwork = smallNetwork;
     this.#logger = logger;
     this.#ttlMs = ttlMs;
     this.peerId = node.peerId.toString();
@@ -374,7 +378,9 @@ export class DhtRouter implements Router, LivePeers {
       peakProvidesInFlight: this.#queue.peakInFlight,
       providesSucceeded: this.#succeeded,
       providesFailed: this.#failed,
-      providesFromTable: this.#provideTargets.fromTable,
+      providesFromTable: this.#smallNetwork.providesFromTable,
+      lookupsFromTable: this.#smallNetwork.lookupsFromTable,
+      missesAfterFirstRound: this.#smallNetwork.missesAfterFirstRound,
     };
   }
 
