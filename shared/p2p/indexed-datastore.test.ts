@@ -221,12 +221,38 @@ describe('IndexedDatastore', () => {
     }
   });
 
+  it('lets the event loop turn while a long query is walked, not while a short one is', async () => {
+    const ds = new IndexedDatastore();
+    for (let i = 0; i < 1000; i++) ds.put(new Key(`/dht/provider/c${String(i).padStart(4, '0')}/p`), bytes('t'));
+    let turns = 0;
+    const count = async (q: KeyQuery & Query, keysOnly: boolean): Promise<number[]> => {
+      turns = 0;
+      const ticker = setInterval(() => turns++, 0);
+      const seenAt: number[] = [];
+      try {
+        if (keysOnly) for await (const _ of ds.queryKeys(q)) seenAt.push(turns);
+        else for await (const _ of ds.query(q)) seenAt.push(turns);
+      } finally {
+        clearInterval(ticker);
+      }
+      return seenAt;
+    };
+    for (const keysOnly of [false, true]) {
+      const long = await count({ prefix: '/dht/provider/' }, keysOnly);
+      assert.equal(long.length, 1000);
+      // Timers ran between the results: the walk gave the loop its turns.
+      assert.ok(long.at(-1)! > long[0]!, `no turn during a walk of 1000 (keys only: ${keysOnly})`);
+      const short = await count({ prefix: '/dht/provider/c0042' }, keysOnly);
+      assert.deepEqual(short, [0]);
+    }
+  });
+
   it('visits only the keys a prefix query matches, where MemoryDatastore visits every key', async () => {
     /** Counts the entries each store hands to BaseDatastore's query pipeline, before its prefix filter. */
     class CountingIndexed extends IndexedDatastore {
       visited = 0;
-      override *_all(q: Query, options?: AbortOptions): Generator<Pair> {
-        for (const pair of super._all(q, options)) {
+      override async *_all(q: Query, options?: AbortOptions): AsyncGenerator<Pair> {
+        for await (const pair of super._all(q, options)) {
           this.visited++;
           yield pair;
         }
@@ -260,7 +286,7 @@ describe('IndexedDatastore', () => {
     /** Records every prefix kad-dht and libp2p query. */
     class Recording extends IndexedDatastore {
       readonly prefixes: string[] = [];
-      override *_all(q: Query, options?: AbortOptions): Generator<Pair> {
+      override async *_all(q: Query, options?: AbortOptions): AsyncGenerator<Pair> {
         this.prefixes.push(q.prefix ?? '');
         yield* super._all(q, options);
       }
