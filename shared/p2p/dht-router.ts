@@ -41,7 +41,7 @@ import { pnetKeyBytes, type NetworkKey } from './network-key.ts';
 import { ProvideQueue } from './provide-queue.ts';
 import { askOrder } from './rendezvous.ts';
 import type { LivePeers, LookupOptions, Provider, Router } from './router.ts';
-import { useTableWhenSmall, type SmallNetworkCounts } from './small-network.ts';
+import { provideToTableWhenSmall, type ProvideTargets } from './small-network.ts';
 
 export const DHT_PROTOCOL = '/shoal/kad/1.0.0';
 
@@ -110,10 +110,8 @@ export interface DhtRouterStats {
   readonly providesFailed: number;
   /** Provides sent to the routing table's peers without a query (fewer than K peers). */
   readonly providesFromTable: number;
-  /** Lookups that asked the routing table's peers in two rounds instead of a query (fewer than K peers). */
-  readonly lookupsFromTable: number;
-  /** Of those, lookups that ended when the first round's peers all answered that they knew no provider. */
-  readonly missesAfterFirstRound: number;
+  /** Whether kad-dht's first self-query has ended, so provides may go straight to the table. */
+  readonly providesCanUseTable: boolean;
 }
 
 const DEFAULT_PORT = 5001;
@@ -135,7 +133,7 @@ interface RoutingTable extends EventTarget {
 export class DhtRouter implements Router, LivePeers {
   readonly #node: Libp2p<Services>;
   readonly #table: RoutingTable;
-  readonly #smallNetwork: SmallNetworkCounts;
+  readonly #provideTargets: ProvideTargets;
   readonly #logger: Logger;
   readonly #ttlMs: number;
   readonly #queue: ProvideQueue;
@@ -208,20 +206,20 @@ export class DhtRouter implements Router, LivePeers {
       await node.stop();
       throw new Error('@libp2p/kad-dht has no routingTable with find/remove: this kad-dht version is not supported');
     }
-    let smallNetwork: SmallNetworkCounts;
+    let provideTargets: ProvideTargets;
     try {
-      smallNetwork = useTableWhenSmall(node.services.dht, node.peerId, init.queryConcurrency ?? DEFAULT_QUERY_CONCURRENCY);
+      provideTargets = provideToTableWhenSmall(node.services.dht, node.peerId);
     } catch (err) {
       await node.stop();
       throw err;
     }
-    return new DhtRouter(node, table, smallNetwork, logger, init, targets, listen, ttlMs);
+    return new DhtRouter(node, table, provideTargets, logger, init, targets, listen, ttlMs);
   }
 
   private constructor(
     node: Libp2p<Services>,
     table: RoutingTable,
-    smallNetwork: SmallNetworkCounts,
+    provideTargets: ProvideTargets,
     logger: Logger,
     init: DhtRouterInit,
     targets: ReturnType<typeof parseBootstrapPeer>[],
@@ -230,7 +228,7 @@ export class DhtRouter implements Router, LivePeers {
   ) {
     this.#node = node;
     this.#table = table;
-    this.#smallNetwork = smallNetwork;
+    this.#provideTargets = provideTargets;
     this.#logger = logger;
     this.#ttlMs = ttlMs;
     this.peerId = node.peerId.toString();
@@ -378,9 +376,8 @@ export class DhtRouter implements Router, LivePeers {
       peakProvidesInFlight: this.#queue.peakInFlight,
       providesSucceeded: this.#succeeded,
       providesFailed: this.#failed,
-      providesFromTable: this.#smallNetwork.providesFromTable,
-      lookupsFromTable: this.#smallNetwork.lookupsFromTable,
-      missesAfterFirstRound: this.#smallNetwork.missesAfterFirstRound,
+      providesFromTable: this.#provideTargets.fromTable,
+      providesCanUseTable: this.#provideTargets.looked,
     };
   }
 

@@ -1,119 +1,98 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Key } from 'interface-datastore';
-import { keyToCid } from './cid.ts';
 import type { DhtRouter } from './dht-router.ts';
 import { IndexedDatastore } from './indexed-datastore.ts';
-import { useTableWhenSmall } from './small-network.ts';
+import { provideToTableWhenSmall } from './small-network.ts';
 import { hostPort, lookupAll, TestNetwork, until, type TestNodeInit } from './testing.ts';
 
 const DIGEST = `sha256:${'7a'.repeat(32)}`;
 
-/** A node of the test network, with the record store the test reads. */
-interface Member {
-  node: DhtRouter;
-  store: IndexedDatastore;
-  ip: string;
-}
-
-describe('kad-dht in a network smaller than K', function () {
+describe('provides in a network smaller than K', function () {
   this.timeout(15_000);
   const net = new TestNetwork();
   afterEach(() => net.close());
 
-  /** n nodes on 127.0.0.(base+i), each bootstrapped to every one before it. */
-  async function mesh(n: number, base: number, init: TestNodeInit = {}): Promise<Member[]> {
-    const members: Member[] = [];
+  /** n nodes on 127.0.0.(base+i), each bootstrapped to every one before it, each with a store the test reads. */
+  async function mesh(n: number, base: number, init: TestNodeInit = {}): Promise<{ node: DhtRouter; store: IndexedDatastore }[]> {
+    const nodes: { node: DhtRouter; store: IndexedDatastore }[] = [];
     for (let i = 0; i < n; i++) {
       const store = new IndexedDatastore();
-      const ip = `127.0.0.${base + i}`;
-      const node = await net.start(ip, { ...init, datastore: store, bootstrapPeers: members.map((m) => hostPort(m.node)) });
-      members.push({ node, store, ip });
+      const node = await net.start(`127.0.0.${base + i}`, { ...init, datastore: store, bootstrapPeers: nodes.map((m) => hostPort(m.node)) });
+      nodes.push({ node, store });
     }
     // A bucket holds at most K peers, so a small K may leave some out.
     const known = Math.min(n - 1, init.kBucketSize ?? n);
-    await until('every node knows its peers', () => members.every((m) => m.node.stats().peers >= known));
-    return members;
+    await until('every node knows its peers and has looked around', () => nodes.every((m) => m.node.stats().peers >= known && m.node.stats().providesCanUseTable));
+    return nodes;
   }
 
-  async function recordKeys(store: IndexedDatastore, provider: DhtRouter): Promise<Key[]> {
-    const keys: Key[] = [];
-    for await (const key of store.queryKeys({ prefix: '/dht/provider/' })) if (key.toString().endsWith(`/${provider.peerId}`)) keys.push(key);
-    return keys;
+  async function holdsRecordOf(store: IndexedDatastore, provider: DhtRouter): Promise<boolean> {
+    for await (const key of store.queryKeys({ prefix: '/dht/provider/' })) if (key.toString().endsWith(`/${provider.peerId}`)) return true;
+    return false;
   }
 
-  /** kad-dht's XOR distance between a key and a peer, as a hex string that sorts as the distance does. */
-  function distance(key: string, peerId: string): string {
-    const a = createHash('sha256').update(keyToCid(key).multihash.bytes).digest();
-    const b = createHash('sha256').update(peerIdFromString(peerId).toMultihash().bytes).digest();
-    return Buffer.from(a.map((x, i) => x ^ b[i]!)).toString('hex');
-  }
-
-  it('provides to every peer in the table, without asking the network first', async () => {
-    const members = await mesh(4, 151);
-    const provider = members[1]!.node;
+  it('sends the record to every peer in the table, without asking the network first', async () => {
+    const nodes = await mesh(4, 151);
+    const provider = nodes[1]!.node;
     provider.advertise([DIGEST]);
     await provider.providesIdle();
     assert.equal(provider.stats().providesSucceeded, 1);
     assert.equal(provider.stats().providesFromTable, 1);
-    for (const { node, store } of members) {
+    for (const { node, store } of nodes) {
       if (node === provider) continue;
-      assert.equal((await recordKeys(store, provider)).length, 1, `${hostPort(node)} holds the record`);
+      assert.ok(await holdsRecordOf(store, provider), `${hostPort(node)} holds the record`);
       assert.deepEqual(await lookupAll(node, DIGEST, 500), [{ peerId: provider.peerId, host: '127.0.0.152' }]);
     }
   });
 
-  it('ends a miss once the closest peers answered that they know no provider', async () => {
-    const [asker] = await mesh(6, 161);
-    const before = asker!.node.stats();
-    assert.deepEqual(await lookupAll(asker!.node, 'sha256:nobody-has-this', 2_000), []);
-    const after = asker!.node.stats();
-    assert.equal(after.lookupsFromTable - before.lookupsFromTable, 1);
-    assert.equal(after.missesAfterFirstRound - before.missesAfterFirstRound, 1);
-  });
-
-  it('asks every other peer at once when a failover wants more providers than the closest named', async () => {
-    const members = await mesh(6, 171);
-    const [asker, first, second] = [members[0]!, members[1]!, members[2]!];
-    for (const provider of [first, second]) {
-      provider.node.advertise([DIGEST]);
-      await provider.node.providesIdle();
-    }
-    // The second provider's record stays only on the peer farthest from the key, as the asker sees its peers.
-    const others = members.filter((m) => m !== asker).sort((a, b) => (distance(DIGEST, a.node.peerId) < distance(DIGEST, b.node.peerId) ? -1 : 1));
-    const farthest = others.at(-1)!;
-    for (const m of members) {
-      if (m === farthest) continue;
-      for (const key of await recordKeys(m.store, second.node)) m.store.delete(key);
-    }
-    assert.equal((await recordKeys(farthest.store, second.node)).length, 1);
-    const found = await lookupAll(asker.node, DIGEST, 2_000, 2);
-    assert.deepEqual(new Set(found.map((p) => p.host)), new Set([first.ip, second.ip]));
-    // With one provider wanted, the first round's answer is enough.
-    assert.equal((await lookupAll(asker.node, DIGEST, 2_000, 1)).length, 1);
-    assert.equal(asker.node.stats().missesAfterFirstRound, 0);
-  });
-
-  it('asks the network as kad-dht does once the table holds K peers', async () => {
-    const members = await mesh(4, 155, { kBucketSize: 2 });
-    const provider = members[0]!.node;
+  it('asks the network once the table holds K peers', async () => {
+    const nodes = await mesh(4, 155, { kBucketSize: 2 });
+    const provider = nodes[0]!.node;
     provider.advertise([DIGEST]);
     await provider.providesIdle();
     assert.equal(provider.stats().providesSucceeded, 1);
     assert.equal(provider.stats().providesFromTable, 0);
-    for (const { node } of members.slice(1)) {
+    for (const { node } of nodes.slice(1)) {
       await until('found', async () => (await lookupAll(node, DIGEST, 500)).length === 1);
-      assert.equal(node.stats().lookupsFromTable, 0);
     }
   });
 
+  it('asks the network until kad-dht\'s first self-query has ended, then the table', async () => {
+    const self = peerIdFromString('12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN');
+    const peer = peerIdFromString('12D3KooWKnDdG3iXw9eTFijk3EWSunZcFi54Zka4wmtqtt6rPxc8');
+    const queried: Uint8Array[] = [];
+    const peerRouting = {
+      async *getClosestPeers(key: Uint8Array): AsyncGenerator<unknown> {
+        queried.push(key);
+        yield await Promise.resolve({ name: 'FINAL_PEER', peer: { id: peer } });
+      },
+    };
+    const querySelf: { initialQuerySelfHasRun?: unknown } = { initialQuerySelfHasRun: {} };
+    const dht = { peerRouting, contentRouting: { peerRouting }, routingTable: { size: 1, kBucketSize: 20, closestPeers: () => [peer] }, querySelf };
+    const targets = provideToTableWhenSmall(dht, self);
+    const closest = async (): Promise<unknown[]> => {
+      const events: unknown[] = [];
+      for await (const e of dht.contentRouting.peerRouting.getClosestPeers(new Uint8Array([1]))) events.push(e);
+      return events;
+    };
+    assert.equal(targets.looked, false);
+    await closest();
+    assert.equal(queried.length, 1, 'asked the network before the self-query');
+    assert.equal(targets.fromTable, 0);
+    querySelf.initialQuerySelfHasRun = undefined;
+    assert.equal(targets.looked, true);
+    const events = (await closest()) as { name: string; peer: { id: unknown } }[];
+    assert.equal(queried.length, 1, 'no network query once the self-query ended');
+    assert.equal(targets.fromTable, 1);
+    assert.deepEqual(events.map((e) => [e.name, e.peer.id]), [['FINAL_PEER', peer]]);
+  });
+
   it('refuses a kad-dht whose internals it does not know', () => {
-    assert.throws(() => useTableWhenSmall({}, undefined as never, 2), /kad-dht version is not supported/);
+    assert.throws(() => provideToTableWhenSmall({}, undefined as never), /kad-dht version is not supported/);
     const peerRouting = { getClosestPeers: async function* () {} };
-    const queryManager = { run: async function* () {} };
-    const table = { size: 0, kBucketSize: 20, closestPeers: () => [] };
     const other = { getClosestPeers: async function* () {} };
-    assert.throws(() => useTableWhenSmall({ peerRouting, queryManager, contentRouting: { peerRouting: other, queryManager }, routingTable: table }, undefined as never, 2), /not supported/);
+    const table = { size: 0, kBucketSize: 20, closestPeers: () => [] };
+    assert.throws(() => provideToTableWhenSmall({ peerRouting, contentRouting: { peerRouting: other }, routingTable: table, querySelf: { initialQuerySelfHasRun: undefined } }, undefined as never), /not supported/);
+    assert.throws(() => provideToTableWhenSmall({ peerRouting, contentRouting: { peerRouting }, routingTable: table }, undefined as never), /not supported/);
   });
 });
