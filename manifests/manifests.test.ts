@@ -52,9 +52,9 @@ function invocation(c: IContainer, help: ReadonlyMap<CommandName, Map<string, He
 }
 
 /** Runs the mirror as the container would, with one flag's path replaced by a scratch directory. */
-async function runAsContainer(inv: Invocation, flag: string, path: string): Promise<string> {
+async function runAsContainer(inv: Invocation, flag: string, path: string, env: Record<string, string> = {}): Promise<string> {
   const args = [...inv.flags].map(([k, v]) => `--${k}=${k === flag ? path : v}`);
-  const { stdout } = await run(process.execPath, [MAIN, inv.command, ...args], { env: { PATH: process.env.PATH, ...Object.fromEntries(inv.env) } });
+  const { stdout } = await run(process.execPath, [MAIN, inv.command, ...args], { env: { PATH: process.env.PATH, ...Object.fromEntries(inv.env), ...env } });
   return stdout;
 }
 
@@ -271,8 +271,7 @@ describe('manifests/ (kustomize base)', function () {
     const certsD = join(tmp, 'certs.d');
     await mkdir(certsD);
     const dir = join(tmp, 'compile-cache');
-    const args = [...inv.flags].map(([k, v]) => `--${k}=${k === 'containerd-registry-config-path' ? certsD : v}`);
-    await run(process.execPath, [MAIN, inv.command, ...args], { env: { PATH: process.env.PATH, ...Object.fromEntries(inv.env), NODE_COMPILE_CACHE: dir } });
+    await runAsContainer(inv, 'containerd-registry-config-path', certsD, { NODE_COMPILE_CACHE: dir });
     const entries = (await readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
     assert.ok(entries.length > 500, `${entries.length} cache entries`);
   });

@@ -93,24 +93,22 @@ export class IndexedDatastore extends BaseDatastore {
   // filter by prefix (again), filters, orders, offset and limit.
 
   override async *_all(q: Query, options?: AbortOptions): AsyncGenerator<Pair> {
-    options?.signal?.throwIfAborted();
-    let handed = 0;
-    for (const k of this.#walk(q.prefix ?? '')) {
-      const value = this.#values.get(k);
-      // Deleted since its batch was read.
-      if (value === undefined) continue;
-      yield { key: new Key(k), value };
-      if (++handed % RESULTS_PER_TURN === 0) await nextTurn();
-      options?.signal?.throwIfAborted();
-    }
+    for await (const [k, value] of this.#held(q.prefix ?? '', options)) yield { key: new Key(k), value };
   }
 
   override async *_allKeys(q: KeyQuery, options?: AbortOptions): AsyncGenerator<Key> {
+    for await (const [k] of this.#held(q.prefix ?? '', options)) yield new Key(k);
+  }
+
+  /** The keys held that start with prefix, with their values, in order; the event loop turns every RESULTS_PER_TURN. */
+  async *#held(prefix: string, options?: AbortOptions): AsyncGenerator<[string, Uint8Array]> {
     options?.signal?.throwIfAborted();
     let handed = 0;
-    for (const k of this.#walk(q.prefix ?? '')) {
-      if (!this.#values.has(k)) continue;
-      yield new Key(k);
+    for (const k of this.#walk(prefix)) {
+      const value = this.#values.get(k);
+      // Deleted since its batch was read.
+      if (value === undefined) continue;
+      yield [k, value];
       if (++handed % RESULTS_PER_TURN === 0) await nextTurn();
       options?.signal?.throwIfAborted();
     }
