@@ -127,9 +127,15 @@ ${tls}${auth}`,
     },
     requests: () => parseAccessLog(readFileSync(logPath, 'utf8')),
     requestsSince: async (from, count) => {
-      const since = () => parseAccessLog(readFileSync(logPath, 'utf8')).slice(from);
-      await waitUntil(() => Promise.resolve(since().length >= count), { what: `${count} registry log lines after the first ${from}`, timeoutMs: 5000, intervalMs: 10 });
-      return since();
+      let since: RegistryRequest[] = [];
+      await waitUntil(
+        () => {
+          since = parseAccessLog(readFileSync(logPath, 'utf8')).slice(from);
+          return Promise.resolve(since.length >= count);
+        },
+        { what: `${count} registry log lines after the first ${from}`, timeoutMs: 5000, intervalMs: 10 },
+      );
+      return since;
     },
     logPath,
   };
