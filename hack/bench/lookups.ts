@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { measureHeads, type HeadSeries, type HeadTarget } from './head.ts';
 import { parseHistogram, subtract, type Buckets } from './histogram.ts';
+import { metricValue } from '../harness/http.ts';
 
 export interface LookupNode {
   /** Label in tables and JSON. */
@@ -55,6 +56,9 @@ export interface ResolveHistograms {
   /** The lookups made during the timed series, by outcome. */
   hit: Buckets;
   miss: Buckets;
+  /** Lookups during the timed series answered from the node's own records, and by asking the network (shoal_dht_lookups_total). */
+  fromRecords: number;
+  fromNetwork: number;
 }
 
 export interface LookupResult {
@@ -63,6 +67,7 @@ export interface LookupResult {
 }
 
 const HISTOGRAM = 'shoal_resolve_duration_seconds';
+const LOOKUPS = 'shoal_dht_lookups_total';
 
 export function seriesName(node: string, kind: LookupSeries['kind']): string {
   return kind === 'local' ? `${node}: own blob (no lookup)` : `${node}: ${kind}`;
@@ -142,6 +147,8 @@ export async function measureLookups(init: LookupInit): Promise<LookupResult> {
       node: a.name,
       hit: subtract(parseHistogram(after[i]!, HISTOGRAM, { outcome: 'hit' }), parseHistogram(before[i]!, HISTOGRAM, { outcome: 'hit' })),
       miss: subtract(parseHistogram(after[i]!, HISTOGRAM, { outcome: 'miss' }), parseHistogram(before[i]!, HISTOGRAM, { outcome: 'miss' })),
+      fromRecords: metricValue(after[i]!, LOOKUPS, { path: 'records' }) - metricValue(before[i]!, LOOKUPS, { path: 'records' }),
+      fromNetwork: metricValue(after[i]!, LOOKUPS, { path: 'network' }) - metricValue(before[i]!, LOOKUPS, { path: 'network' }),
     })),
   };
 }

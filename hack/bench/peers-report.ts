@@ -48,6 +48,9 @@ export interface ResolveFigures {
   misses: number;
   missP50: number;
   missP99: number;
+  /** Lookups answered from the node's own records, and by asking the network (undefined: a run from before the counter). */
+  fromRecords: number | undefined;
+  fromNetwork: number | undefined;
 }
 
 export interface PullFigures {
@@ -108,6 +111,8 @@ export function computePeersFigures(run: PeersRun): PeersFigures {
       misses: total(h.miss),
       missP50: quantile(h.miss, 0.5) * 1000,
       missP99: quantile(h.miss, 0.99) * 1000,
+      fromRecords: h.fromRecords,
+      fromNetwork: h.fromNetwork,
     }),
   );
 
@@ -226,6 +231,9 @@ export function formatPeersReport(f: PeersFigures, run: PeersRun, ctx: PeersRepo
   out.push('');
 
   const askers = new Map(run.askers.map((a) => [a.name, a.how]));
+  if (run.restartedRecordsSeconds !== undefined) {
+    out.push(`The restarted asker held every record of the network ${run.restartedRecordsSeconds.toFixed(1)} s after its mirror was stopped (stop, start, peers, its peers' answers)`);
+  }
   out.push(`DHT lookups: HEAD blob by digest through a node's mirror, ${ctx.lookups} sequential requests per series, each for a digest of its own (ms; n/f: a hit answered 404 counts as slower than any time)`);
   out.push(
     table(
@@ -245,7 +253,7 @@ export function formatPeersReport(f: PeersFigures, run: PeersRun, ctx: PeersRepo
   out.push('The lookup alone, from the mirrors\' shoal_resolve_duration_seconds over the timed series (ms; interpolated within buckets)');
   out.push(
     table(
-      ['node', 'hit lookups', 'hit p50', 'hit p99', `hits <= ${PEER_TARGETS.hitP99Ms} ms`, 'miss lookups', 'miss p50', 'miss p99'],
+      ['node', 'hit lookups', 'hit p50', 'hit p99', `hits <= ${PEER_TARGETS.hitP99Ms} ms`, 'miss lookups', 'miss p50', 'miss p99', 'from own records', 'asked the network'],
       f.resolve.map((r) => [
         r.node,
         String(r.hits),
@@ -255,6 +263,8 @@ export function formatPeersReport(f: PeersFigures, run: PeersRun, ctx: PeersRepo
         String(r.misses),
         ms(r.missP50, 1),
         ms(r.missP99, 1),
+        r.fromRecords === undefined ? '-' : String(r.fromRecords),
+        r.fromNetwork === undefined ? '-' : String(r.fromNetwork),
       ]),
     ),
   );

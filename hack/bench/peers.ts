@@ -9,11 +9,13 @@
  * more, so every timed series runs after they settled. Lookups are asked by a
  * puller, which holds every record itself as each node of a cluster smaller
  * than the DHT's replication (20) does, and by a setting node restarted as
- * shipped, its record store emptied: it must ask the network, as most nodes of
- * a larger cluster must.
+ * shipped, its record store emptied: its records come back from its peers'
+ * answers (shared/p2p/record-sync.ts), which the bench waits for and times.
+ * The lookup table says, per asker, how many lookups asked the network.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readMetric } from '../harness/http.ts';
+import { waitUntil } from '../harness/procs.ts';
 import { measureLookups, type LookupResult } from './lookups.ts';
 import { readMemory, type MemorySnapshot } from './memory.ts';
 import { startPeersFixture, type PeersFixture } from './peers-fixture.ts';
@@ -68,6 +70,8 @@ export interface PeersRun {
   lookups: LookupResult | undefined;
   /** Which nodes asked, and how they hold the records. */
   askers: { name: string; how: string }[];
+  /** Seconds from the restarted asker's mirror start until it held every record (shoal_dht_records_complete). */
+  restartedRecordsSeconds?: number;
   pulls: PullRound[];
   pullers: string[];
   /** config.holderAgain: the holder restarted as shipped, then with no settings, each once its provides settled again. */
@@ -136,12 +140,20 @@ export async function runPeers(init: PeersInit): Promise<PeersRun> {
     result.memorySettled = await readAll('settled');
 
     log(`restarting ${remoteAsker.name} as shipped (its record store empty)`);
+    const restarted = Date.now();
     await f.restartMirror(remoteAsker, AS_SHIPPED);
     settingOf.set(remoteAsker.name, AS_SHIPPED.name);
+    await waitUntil(async () => (await readMetric(remoteAsker.mirror!.metricsUrl, 'shoal_dht_records_complete')) === 1, {
+      what: `${remoteAsker.name} holding every record again`,
+      timeoutMs: 60_000,
+      intervalMs: 50,
+    });
+    result.restartedRecordsSeconds = (Date.now() - restarted) / 1000;
+    log(`  ${remoteAsker.name} held every record ${result.restartedRecordsSeconds.toFixed(1)} s after its restart began`);
 
     const askers = [
       { node: pullers[0]!, how: 'holds the records itself' },
-      { node: remoteAsker, how: 'restarted: records only on peers' },
+      { node: remoteAsker, how: 'restarted: records from peers\' answers' },
     ];
     result.askers = askers.map((a) => ({ name: a.node.name, how: a.how }));
     log(`lookups: ${config.lookupWarmup} warm-up then ${config.lookups} timed HEADs per series, each for a digest of its own`);

@@ -23,7 +23,11 @@ export function rawRequest(base: string, method: string, path: string, headers: 
 
 /** The value of one sample in /metrics; 0 when absent (a counter never incremented). */
 export async function readMetric(metricsUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+  return metricValue(await (await fetch(`${metricsUrl}/metrics`)).text(), name, labels);
+}
+
+/** The sum of the samples of `name` with these labels in Prometheus text; 0 when absent. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
   let total = 0;
   for (const line of text.split('\n')) {
     const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ([0-9.eE+-]+|NaN)$/);

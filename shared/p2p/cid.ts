@@ -13,6 +13,15 @@ export const RAW_CODEC = 0x55;
 export const SHA256_CODE = 0x12;
 
 export function keyToCid(key: string): CID {
-  const digest = createHash('sha256').update(key, 'utf8').digest();
-  return CID.createV1(RAW_CODEC, Digest.create(SHA256_CODE, new Uint8Array(digest)));
+  return digestToCid(keyDigest(key));
+}
+
+/** The SHA-256 of a key string: its CID's multihash digest. */
+export function keyDigest(key: string): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(key, 'utf8').digest());
+}
+
+/** The CID of a key whose digest is known (sent by a peer, record-sync.ts). */
+export function digestToCid(digest: Uint8Array): CID {
+  return CID.createV1(RAW_CODEC, Digest.create(SHA256_CODE, digest));
 }

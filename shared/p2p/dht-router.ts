@@ -20,7 +20,7 @@ import { isIP } from 'node:net';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
-import type { PeerId } from '@libp2p/interface';
+import type { PeerId, PeerInfo } from '@libp2p/interface';
 import { kadDHT, type KadDHT } from '@libp2p/kad-dht';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping, type Ping } from '@libp2p/ping';
@@ -29,16 +29,19 @@ import { tcp } from '@libp2p/tcp';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Datastore } from 'interface-datastore';
 import { createLibp2p, type Libp2p } from 'libp2p';
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ListenAddress } from '../listen-address.ts';
 import type { Logger } from '../log.ts';
 import { ipPortOf, pickHost, reachableAddresses, reachablePeerInfo } from './addresses.ts';
 import { Bootstrapper, parseBootstrapPeer, systemResolver, type DnsResolver } from './bootstrap.ts';
 import { keyToCid } from './cid.ts';
+import type { CID } from 'multiformats/cid';
 import { loadOrCreatePeerKey } from './identity.ts';
 import { IndexedDatastore } from './indexed-datastore.ts';
 import { pnetKeyBytes, type NetworkKey } from './network-key.ts';
 import { ProvideQueue } from './provide-queue.ts';
+import { RecordSync } from './record-sync.ts';
+import { KeyDigests } from './record-sync-wire.ts';
 import { askOrder } from './rendezvous.ts';
 import type { LivePeers, LookupOptions, Provider, Router } from './router.ts';
 import { provideToTableWhenSmall, type ProvideTargets } from './small-network.ts';
@@ -82,6 +85,8 @@ export interface DhtRouterInit {
   readonly queryConcurrency?: number;
   /** Kademlia's K: a bucket's size, and how many peers a provide reaches. Default 20 (kad-dht's). */
   readonly kBucketSize?: number;
+  /** Time between checks of each peer's keys, which make this node's records complete in a network smaller than K (record-sync.ts). Default 30 s. */
+  readonly recordSyncIntervalMs?: number;
   /** Provides in flight at once. Default 8. */
   readonly provideConcurrency?: number;
   /** A provide still running after this long is aborted (and retried on the next tick). Default 30 s. */
@@ -91,7 +96,10 @@ export interface DhtRouterInit {
    * IndexedDatastore (in memory; libp2p's own default scans every record on each provider lookup).
    */
   readonly datastore?: Datastore;
-  /** Registers gauges `shoal_peers` (routing table size), `shoal_live_peers`, `shoal_advertised_keys` and `shoal_dht_provide_queue` here. Default none. */
+  /**
+   * Registers gauges `shoal_peers` (routing table size), `shoal_live_peers`, `shoal_advertised_keys`,
+   * `shoal_dht_provide_queue` and `shoal_dht_records_complete`, and the counter `shoal_dht_lookups_total{path}`, here. Default none.
+   */
   readonly metrics?: Registry;
 }
 
@@ -112,6 +120,17 @@ export interface DhtRouterStats {
   readonly providesFromTable: number;
   /** Whether kad-dht's first self-query has ended, so provides may go straight to the table. */
   readonly providesCanUseTable: boolean;
+  /** Whether this node holds every record of the network, so lookups use its own (record-sync.ts). */
+  readonly recordsComplete: boolean;
+  /** Lookups answered from this node's own records, without asking the network. */
+  readonly lookupsLocal: number;
+  /** Lookups that asked the network (kad-dht's query). */
+  readonly lookupsNetwork: number;
+  /** Exchanges of keys with peers that succeeded, and that failed. */
+  readonly syncsSucceeded: number;
+  readonly syncsFailed: number;
+  /** Keys stored from peers' answers. */
+  readonly syncedKeys: number;
 }
 
 const DEFAULT_PORT = 5001;
@@ -134,6 +153,9 @@ export class DhtRouter implements Router, LivePeers {
   readonly #node: Libp2p<Services>;
   readonly #table: RoutingTable;
   readonly #provideTargets: ProvideTargets;
+  readonly #sync: RecordSync;
+  /** The advertised keys' digests, which peers that ask get (record-sync.ts). */
+  readonly #keys: KeyDigests;
   readonly #logger: Logger;
   readonly #ttlMs: number;
   readonly #queue: ProvideQueue;
@@ -151,6 +173,9 @@ export class DhtRouter implements Router, LivePeers {
   #backloggedTicks = 0;
   #succeeded = 0;
   #failed = 0;
+  #lookupsLocal = 0;
+  #lookupsNetwork = 0;
+  #lookupsCounter: Counter<'path'> | undefined;
 
   /** This node's libp2p peer id. */
   readonly peerId: string;
@@ -207,19 +232,34 @@ export class DhtRouter implements Router, LivePeers {
       throw new Error('@libp2p/kad-dht has no routingTable with find/remove: this kad-dht version is not supported');
     }
     let provideTargets: ProvideTargets;
+    let sync: RecordSync;
+    const keys = new KeyDigests();
     try {
       provideTargets = provideToTableWhenSmall(node.services.dht, node.peerId);
+      sync = await RecordSync.start({
+        node,
+        dht: node.services.dht,
+        keys,
+        looked: () => provideTargets.looked,
+        // A client is in nobody's table: no provide reaches it, so its copies could never be complete.
+        ask: !clientMode,
+        ...(init.recordSyncIntervalMs !== undefined && { intervalMs: init.recordSyncIntervalMs }),
+        ttlMs,
+        logger,
+      });
     } catch (err) {
       await node.stop();
       throw err;
     }
-    return new DhtRouter(node, table, provideTargets, logger, init, targets, listen, ttlMs);
+    return new DhtRouter(node, table, provideTargets, sync, keys, logger, init, targets, listen, ttlMs);
   }
 
   private constructor(
     node: Libp2p<Services>,
     table: RoutingTable,
     provideTargets: ProvideTargets,
+    sync: RecordSync,
+    keys: KeyDigests,
     logger: Logger,
     init: DhtRouterInit,
     targets: ReturnType<typeof parseBootstrapPeer>[],
@@ -229,6 +269,8 @@ export class DhtRouter implements Router, LivePeers {
     this.#node = node;
     this.#table = table;
     this.#provideTargets = provideTargets;
+    this.#sync = sync;
+    this.#keys = keys;
     this.#logger = logger;
     this.#ttlMs = ttlMs;
     this.peerId = node.peerId.toString();
@@ -295,11 +337,11 @@ export class DhtRouter implements Router, LivePeers {
     const seen = new Set<string>();
     const querySignal = AbortSignal.any([signal, this.#closing.signal]);
     try {
-      // kad-dht answers from its local provider store first, then asks the network.
-      for await (const event of this.#node.services.dht.findProviders(keyToCid(key), { signal: querySignal })) {
-        if (event.name !== 'PROVIDER') continue;
+      const cid = keyToCid(key);
+      const batches = this.#sync.complete() ? this.#localProviders(cid) : this.#networkProviders(cid, querySignal);
+      for await (const batch of batches) {
         const found: Provider[] = [];
-        for (const peer of event.providers) {
+        for (const peer of batch) {
           const peerId = peer.id.toString();
           const host = peerId === this.peerId || seen.has(peerId) ? undefined : pickHost(peer.multiaddrs);
           if (host !== undefined) found.push({ peerId, host });
@@ -322,6 +364,7 @@ export class DhtRouter implements Router, LivePeers {
     for (const key of keys) {
       if (this.#advertised.has(key)) continue;
       this.#advertised.add(key);
+      this.#keys.add(key);
       this.#withdrawn.delete(key);
       // Alone, there is nobody to provide to: joining queues every key.
       if (this.#table.size > 0) this.#queue.enqueue(key, true);
@@ -331,6 +374,7 @@ export class DhtRouter implements Router, LivePeers {
   withdraw(keys: Iterable<string>): void {
     for (const key of keys) {
       if (!this.#advertised.delete(key)) continue;
+      this.#keys.delete(key);
       this.#queue.drop(key);
       this.#provided.delete(key);
       this.#withdrawn.set(key, Date.now());
@@ -378,6 +422,10 @@ export class DhtRouter implements Router, LivePeers {
       providesFailed: this.#failed,
       providesFromTable: this.#provideTargets.fromTable,
       providesCanUseTable: this.#provideTargets.looked,
+      recordsComplete: this.#sync.complete(),
+      lookupsLocal: this.#lookupsLocal,
+      lookupsNetwork: this.#lookupsNetwork,
+      ...(({ syncsSucceeded, syncsFailed, keysReceived }) => ({ syncsSucceeded, syncsFailed, syncedKeys: keysReceived }))(this.#sync.stats()),
     };
   }
 
@@ -393,10 +441,31 @@ export class DhtRouter implements Router, LivePeers {
     this.#table.removeEventListener('peer:add', this.#onPeerAdd);
     this.#table.removeEventListener('peer:remove', this.#onPeerRemove);
     this.#node.removeEventListener('peer:disconnect', this.#onDisconnect);
-    await Promise.all([this.#bootstrap.stop(), this.#queue.close()]);
+    await Promise.all([this.#bootstrap.stop(), this.#queue.close(), this.#sync.close()]);
     await this.#node.stop();
     this.#unregisterGauges();
     this.#logger.info('peer network stopped', { peerId: this.peerId });
+  }
+
+  /** This node's own records of a key: every record of the network when the sync says so. */
+  async *#localProviders(cid: CID): AsyncGenerator<PeerInfo[]> {
+    this.#lookupsLocal++;
+    this.#lookupsCounter?.inc({ path: 'records' });
+    const providers: PeerInfo[] = [];
+    for (const id of await this.#sync.localProviders(cid)) {
+      const peer = await this.#node.peerStore.get(id).catch(() => undefined);
+      if (peer !== undefined) providers.push({ id, multiaddrs: peer.addresses.map((a) => a.multiaddr) });
+    }
+    yield providers;
+  }
+
+  /** kad-dht's lookup: its local provider store first, then the network. */
+  async *#networkProviders(cid: CID, signal: AbortSignal): AsyncGenerator<PeerInfo[]> {
+    this.#lookupsNetwork++;
+    this.#lookupsCounter?.inc({ path: 'network' });
+    for await (const event of this.#node.services.dht.findProviders(cid, { signal })) {
+      if (event.name === 'PROVIDER') yield event.providers;
+    }
   }
 
   /** One provide through kad-dht; rejects unless the record reached a peer. */
@@ -494,6 +563,13 @@ export class DhtRouter implements Router, LivePeers {
     gauge('shoal_peers', 'Peers in the DHT routing table.', () => this.#table.size);
     gauge('shoal_advertised_keys', 'Keys (digests and tags) this node provides in the DHT.', () => this.#advertised.size);
     gauge('shoal_dht_provide_queue', 'Provides waiting to be sent to the DHT.', () => this.#queue.pending);
+    gauge('shoal_dht_records_complete', 'Whether this node holds every provider record of the network, so lookups are answered from its own (1) or ask the network (0).', () => (this.#sync.complete() ? 1 : 0));
+    this.#lookupsCounter = new Counter({
+      name: 'shoal_dht_lookups_total',
+      help: 'DHT lookups, by how they were answered: from this node\'s own records (records), or by asking the network (network).',
+      labelNames: ['path'],
+      registers: [registry],
+    });
     const livePeers = () => this.livePeers();
     new Gauge({
       name: 'shoal_live_peers',
@@ -503,7 +579,7 @@ export class DhtRouter implements Router, LivePeers {
         this.set((await livePeers()).length);
       },
     });
-    this.#metrics = { registry, names: ['shoal_peers', 'shoal_advertised_keys', 'shoal_dht_provide_queue', 'shoal_live_peers'] };
+    this.#metrics = { registry, names: ['shoal_peers', 'shoal_advertised_keys', 'shoal_dht_provide_queue', 'shoal_dht_records_complete', 'shoal_dht_lookups_total', 'shoal_live_peers'] };
   }
 
   #unregisterGauges(): void {

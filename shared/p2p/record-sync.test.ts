@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { identify } from '@libp2p/identify';
+import type { Stream } from '@libp2p/interface';
+import { kadDHT } from '@libp2p/kad-dht';
+import { ping } from '@libp2p/ping';
+import { tcp } from '@libp2p/tcp';
+import { multiaddr } from '@multiformats/multiaddr';
+import { createLibp2p, type Libp2p } from 'libp2p';
+import { DHT_PROTOCOL, type DhtRouter } from './dht-router.ts';
+import { RECORD_SYNC_PROTOCOL } from './record-sync.ts';
+import { HEADER_BYTES, KeyDigests, encodeAnswer } from './record-sync-wire.ts';
+import { reachablePeerInfo } from './addresses.ts';
+import { hostPort, lookupAll, TestNetwork, until, type TestNodeInit } from './testing.ts';
+
+const keys = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `sha256:${prefix}${i.toString(16).padStart(64 - prefix.length, '0')}`);
+
+describe('records from every peer in a network smaller than K', function () {
+  this.timeout(20_000);
+  const net = new TestNetwork();
+  const raw: Libp2p[] = [];
+  afterEach(async () => {
+    for (const node of raw.splice(0)) await node.stop();
+    await net.close();
+  });
+
+  /** n nodes on 127.0.0.(base+i), each bootstrapped to every one before it. */
+  async function mesh(n: number, base: number, init: TestNodeInit = {}): Promise<DhtRouter[]> {
+    const nodes: DhtRouter[] = [];
+    for (let i = 0; i < n; i++) nodes.push(await net.start(`127.0.0.${base + i}`, { ...init, bootstrapPeers: nodes.map(hostPort) }));
+    await until('every node knows its peers', () => nodes.every((node) => node.stats().peers >= Math.min(n - 1, init.kBucketSize ?? n)));
+    return nodes;
+  }
+
+  /**
+   * A DHT server that is not a DhtRouter: it speaks kad-dht on Shoal's protocol,
+   * and answers record requests with `answer` (none: it does not speak the protocol, as an older mirror).
+   */
+  async function rawPeer(ip: string, join: DhtRouter, answer?: (stream: Stream) => Promise<void>): Promise<Libp2p> {
+    const node = await createLibp2p({
+      addresses: { listen: [`/ip4/${ip}/tcp/0`] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: { identify: identify(), ping: ping(), dht: kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: reachablePeerInfo, allowQueryWithZeroPeers: true }) },
+    });
+    raw.push(node);
+    if (answer !== undefined) await node.handle(RECORD_SYNC_PROTOCOL, async (stream) => {
+      for await (const _ of stream) break;
+      await answer(stream);
+    });
+    await node.dial(multiaddr(join.addresses()[0]));
+    return node;
+  }
+
+  it('gives a restarted node every peer\'s records, so that its hits and misses ask nobody', async () => {
+    const dataDir = await net.tempDir();
+    const a = await net.start('127.0.0.161');
+    const b = await net.start('127.0.0.162', { bootstrapPeers: [hostPort(a)] });
+    const c = await net.start('127.0.0.163', { dataDir, bootstrapPeers: [hostPort(a)] });
+    const nodes = [a, b, c, await net.start('127.0.0.164', { bootstrapPeers: [hostPort(a)] })];
+    const many = keys('a', 200);
+    a.advertise(many);
+    b.advertise(['sha256:from-b']);
+    await until('every node holds every record', () => nodes.every((node) => node.stats().recordsComplete), 8_000);
+
+    // c comes back with the same identity and an empty record store; nobody provides to it again.
+    await c.close();
+    const back = await net.start('127.0.0.163', { dataDir, bootstrapPeers: [hostPort(a)] });
+    assert.equal(back.peerId, c.peerId);
+    await until('the restarted node holds every record', () => back.stats().recordsComplete, 8_000);
+    assert.equal(back.stats().syncedKeys, 201);
+    assert.equal(a.stats().providesSucceeded, 200, 'no provide was sent again');
+
+    const before = back.stats();
+    assert.deepEqual(await lookupAll(back, many[123]!, 500), [{ peerId: a.peerId, host: '127.0.0.161' }]);
+    assert.deepEqual(await lookupAll(back, 'sha256:from-b', 500), [{ peerId: b.peerId, host: '127.0.0.162' }]);
+    const started = Date.now();
+    assert.deepEqual(await lookupAll(back, 'sha256:nobody-has-this', 5_000), []);
+    assert.ok(Date.now() - started < 100, `the miss took ${Date.now() - started} ms`);
+    const after = back.stats();
+    assert.equal(after.lookupsLocal - before.lookupsLocal, 3);
+    assert.equal(after.lookupsNetwork, before.lookupsNetwork, 'no lookup asked the network');
+  });
+
+  it('takes a peer\'s keys once, then only its fingerprint until they change', async () => {
+    const nodes = await mesh(2, 165, { recordSyncIntervalMs: 200 });
+    const [a, b] = nodes;
+    a!.advertise(keys('b', 30));
+    await until('b took a\'s 30 keys', () => b!.stats().syncedKeys >= 30);
+    const checks = b!.stats().syncsSucceeded;
+    await until('b checked again', () => b!.stats().syncsSucceeded >= checks + 2);
+    assert.equal(b!.stats().syncedKeys, 30, 'an unchanged set is not sent again');
+    a!.withdraw(['sha256:' + 'b'.padEnd(64, '0')]);
+    a!.advertise(['sha256:new']);
+    await until('b took the changed set', () => b!.stats().syncedKeys === 60);
+  });
+
+  it('asks the network from K peers on', async () => {
+    const nodes = await mesh(4, 170, { kBucketSize: 2 });
+    nodes[0]!.advertise(['sha256:far']);
+    await nodes[0]!.providesIdle();
+    for (const node of nodes.slice(1)) {
+      await until('found', async () => (await lookupAll(node, 'sha256:far', 500)).length === 1);
+      assert.equal(node.stats().recordsComplete, false);
+      assert.ok(node.stats().lookupsNetwork > 0);
+      assert.equal(node.stats().lookupsLocal, 0);
+    }
+  });
+
+  it('asks the network while a peer in the table does not speak the protocol', async () => {
+    const [a, b] = await mesh(2, 175);
+    await until('complete with two', () => a!.stats().recordsComplete && b!.stats().recordsComplete, 8_000);
+    await rawPeer('127.0.0.177', a!);
+    await until('a and b know the older peer', () => a!.stats().peers === 2 && b!.stats().peers === 2, 8_000);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    assert.equal(a!.stats().recordsComplete, false);
+    assert.equal(b!.stats().recordsComplete, false);
+    b!.advertise(['sha256:still-found']);
+    await b!.providesIdle();
+    assert.equal((await lookupAll(a!, 'sha256:still-found', 500)).length, 1);
+    assert.ok(a!.stats().lookupsNetwork > 0);
+  });
+
+  for (const [what, answer] of [
+    ['announces more keys than it sends', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), true, 1); return [header!, body!.subarray(32)]; }],
+    ['sends keys that do not match its fingerprint', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), true, 1); body![0]! ^= 1; return [header!, body!]; }],
+    ['sends more bytes than its header says', (digests: KeyDigests) => [...encodeAnswer(digests, new Uint8Array(32), true, 1), new Uint8Array(5)]],
+    ['answers with a truncated header', () => [new Uint8Array(HEADER_BYTES - 1)]],
+    ['announces more keys than accepted', (digests: KeyDigests) => { const [header] = encodeAnswer(digests, new Uint8Array(32), true, 1); new DataView(header!.buffer).setUint32(6, 2_000_000); return [header!]; }],
+  ] as const) {
+    it(`stores nothing from a peer that ${what}, and asks the network meanwhile`, async () => {
+      const [a] = await mesh(1, 180);
+      const lies = new KeyDigests();
+      for (const key of keys('c', 3)) lies.add(key);
+      const liar = await rawPeer('127.0.0.181', a!, async (stream) => {
+        for (const part of answer(lies)) stream.send(part);
+        await stream.close();
+      });
+      await until('the liar is in the table', () => a!.stats().peers === 1);
+      await until('a asked it', () => a!.stats().syncsFailed > 0, 8_000);
+      assert.equal(a!.stats().syncedKeys, 0);
+      assert.equal(a!.stats().recordsComplete, false);
+      assert.deepEqual(await lookupAll(a!, keys('c', 3)[0]!, 300), []);
+      assert.ok(a!.stats().lookupsNetwork > 0);
+      assert.equal(liar.status, 'started');
+    });
+  }
+});
