@@ -14,7 +14,7 @@ import { type RegistryCredentials } from '../../shared/distribution/types.ts';
 import { Spool } from '../../mirror/spool/spool.ts';
 import { isResumableUpstreamFailure, upstreamSource } from '../../mirror/spool/upstream-source.ts';
 import { buildAndPush, type Blob, type PushedImage } from '../harness/images.ts';
-import { stopAll } from '../harness/procs.ts';
+import { stopAll, waitUntil } from '../harness/procs.ts';
 import { startRegistry, type Registry } from '../harness/registry.ts';
 import { createRunDir } from '../harness/runs.ts';
 import { failsWith } from '../../shared/distribution/testing.ts';
@@ -100,10 +100,13 @@ describe('upstream blobs against the real registry', function () {
       const layer = layerOf(privateImage);
       const original = privateImage.bytes(layer.digest);
       const c = client(basic);
+      const before = basic!.requests().length;
       const whole = await c.openBlob(basic!.host, 'test/private', parseDigest(layer.digest), [right], { signal: signal() });
       assert.ok((await readAll(whole)).equals(original));
       const tail = await c.openBlob(basic!.host, 'test/private', parseDigest(layer.digest), [wrong, right], { offset: 123_457, signal: signal() });
       assert.ok((await readAll(tail)).equals(original.subarray(123_457)));
+      // The registry logs a request after answering it: the next test counts from after this one's last line.
+      await waitUntil(() => Promise.resolve(basic!.requests().slice(before).some((r) => r.status === 206)), { what: 'the 206 in the registry log', timeoutMs: 5000, intervalMs: 10 });
     });
 
     it('is unauthorized without credentials or with wrong ones, and does not retry', async function () {

@@ -17,6 +17,7 @@
  * it back).
  */
 import { isIP } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
@@ -85,7 +86,13 @@ export interface DhtRouterInit {
   readonly queryConcurrency?: number;
   /** Kademlia's K: a bucket's size, and how many peers a provide reaches. Default 20 (kad-dht's). */
   readonly kBucketSize?: number;
-  /** Time between checks of each peer's keys, which make this node's records complete in a network smaller than K (record-sync.ts). Default 30 s. */
+  /**
+   * Exchange keys with peers (record-sync.ts): in a network smaller than K, provides are
+   * pushes and lookups are answered from this node's own records. Default true; false: kad-dht's
+   * provides and lookups only, as a node of a version without it.
+   */
+  readonly recordSync?: boolean;
+  /** Time between checks of each peer's keys (record-sync.ts). Default 30 s. */
   readonly recordSyncIntervalMs?: number;
   /** Provides in flight at once. Default 8. */
   readonly provideConcurrency?: number;
@@ -129,8 +136,12 @@ export interface DhtRouterStats {
   /** Exchanges of keys with peers that succeeded, and that failed. */
   readonly syncsSucceeded: number;
   readonly syncsFailed: number;
-  /** Keys stored from peers' answers. */
+  /** Keys stored from peers' answers and pushes. */
   readonly syncedKeys: number;
+  /** Pushes a peer stored, the keys in them (once per peer), and pushes that failed. */
+  readonly pushesSucceeded: number;
+  readonly keysPushed: number;
+  readonly pushesFailed: number;
 }
 
 const DEFAULT_PORT = 5001;
@@ -139,6 +150,8 @@ const DEFAULT_QUERY_CONCURRENCY = 2;
 /** A dead peer's connection closing leads to a ping; the peer leaves the routing table if it fails. */
 const PING_TIMEOUT_MS = 5_000;
 const DIAL_TIMEOUT_MS = 5_000;
+/** kad-dht's first self-query ends about a second after start. */
+const LOOK_AROUND_WAIT_MS = 2_000;
 
 type Services = { identify: unknown; ping: Ping; dht: KadDHT };
 
@@ -153,7 +166,7 @@ export class DhtRouter implements Router, LivePeers {
   readonly #node: Libp2p<Services>;
   readonly #table: RoutingTable;
   readonly #provideTargets: ProvideTargets;
-  readonly #sync: RecordSync;
+  readonly #sync: RecordSync | undefined;
   /** The advertised keys' digests, which peers that ask get (record-sync.ts). */
   readonly #keys: KeyDigests;
   readonly #logger: Logger;
@@ -232,11 +245,11 @@ export class DhtRouter implements Router, LivePeers {
       throw new Error('@libp2p/kad-dht has no routingTable with find/remove: this kad-dht version is not supported');
     }
     let provideTargets: ProvideTargets;
-    let sync: RecordSync;
+    let sync: RecordSync | undefined;
     const keys = new KeyDigests();
     try {
       provideTargets = provideToTableWhenSmall(node.services.dht, node.peerId);
-      sync = await RecordSync.start({
+      if (init.recordSync !== false) sync = await RecordSync.start({
         node,
         dht: node.services.dht,
         keys,
@@ -258,7 +271,7 @@ export class DhtRouter implements Router, LivePeers {
     node: Libp2p<Services>,
     table: RoutingTable,
     provideTargets: ProvideTargets,
-    sync: RecordSync,
+    sync: RecordSync | undefined,
     keys: KeyDigests,
     logger: Logger,
     init: DhtRouterInit,
@@ -338,7 +351,7 @@ export class DhtRouter implements Router, LivePeers {
     const querySignal = AbortSignal.any([signal, this.#closing.signal]);
     try {
       const cid = keyToCid(key);
-      const batches = this.#sync.complete() ? this.#localProviders(cid) : this.#networkProviders(cid, querySignal);
+      const batches = this.#sync?.complete() === true ? this.#localProviders(this.#sync, cid) : this.#networkProviders(cid, querySignal);
       for await (const batch of batches) {
         const found: Provider[] = [];
         for (const peer of batch) {
@@ -412,6 +425,7 @@ export class DhtRouter implements Router, LivePeers {
   }
 
   stats(): DhtRouterStats {
+    const sync = this.#sync?.stats();
     return {
       peers: this.#table.size,
       advertisedKeys: this.#advertised.size,
@@ -422,16 +436,22 @@ export class DhtRouter implements Router, LivePeers {
       providesFailed: this.#failed,
       providesFromTable: this.#provideTargets.fromTable,
       providesCanUseTable: this.#provideTargets.looked,
-      recordsComplete: this.#sync.complete(),
       lookupsLocal: this.#lookupsLocal,
       lookupsNetwork: this.#lookupsNetwork,
-      ...(({ syncsSucceeded, syncsFailed, keysReceived }) => ({ syncsSucceeded, syncsFailed, syncedKeys: keysReceived }))(this.#sync.stats()),
+      recordsComplete: sync?.complete ?? false,
+      syncsSucceeded: sync?.syncsSucceeded ?? 0,
+      syncsFailed: sync?.syncsFailed ?? 0,
+      syncedKeys: sync?.keysReceived ?? 0,
+      pushesSucceeded: sync?.pushesSucceeded ?? 0,
+      keysPushed: sync?.keysPushed ?? 0,
+      pushesFailed: sync?.pushesFailed ?? 0,
     };
   }
 
   /** Resolves when no provide is queued or running (for tests and benchmarks). */
-  providesIdle(): Promise<void> {
-    return this.#queue.idle();
+  async providesIdle(): Promise<void> {
+    await this.#queue.idle();
+    await this.#sync?.pushesIdle();
   }
 
   async close(): Promise<void> {
@@ -441,18 +461,18 @@ export class DhtRouter implements Router, LivePeers {
     this.#table.removeEventListener('peer:add', this.#onPeerAdd);
     this.#table.removeEventListener('peer:remove', this.#onPeerRemove);
     this.#node.removeEventListener('peer:disconnect', this.#onDisconnect);
-    await Promise.all([this.#bootstrap.stop(), this.#queue.close(), this.#sync.close()]);
+    await Promise.all([this.#bootstrap.stop(), this.#queue.close(), this.#sync?.close()]);
     await this.#node.stop();
     this.#unregisterGauges();
     this.#logger.info('peer network stopped', { peerId: this.peerId });
   }
 
   /** This node's own records of a key: every record of the network when the sync says so. */
-  async *#localProviders(cid: CID): AsyncGenerator<PeerInfo[]> {
+  async *#localProviders(sync: RecordSync, cid: CID): AsyncGenerator<PeerInfo[]> {
     this.#lookupsLocal++;
     this.#lookupsCounter?.inc({ path: 'records' });
     const providers: PeerInfo[] = [];
-    for (const id of await this.#sync.localProviders(cid)) {
+    for (const id of await sync.localProviders(cid)) {
       const peer = await this.#node.peerStore.get(id).catch(() => undefined);
       if (peer !== undefined) providers.push({ id, multiaddrs: peer.addresses.map((a) => a.multiaddr) });
     }
@@ -472,8 +492,16 @@ export class DhtRouter implements Router, LivePeers {
   async #provide(key: string, signal: AbortSignal): Promise<void> {
     if (this.#table.size === 0) throw new Error('no peers');
     const cid = keyToCid(key);
+    // A node that just joined knows a few peers: whether to push is known once it looked around.
+    for (const deadline = Date.now() + LOOK_AROUND_WAIT_MS; !this.#provideTargets.looked && Date.now() < deadline; ) await sleep(50, undefined, { signal });
     let reached = 0;
     try {
+      if (this.#sync?.canPush() === true) {
+        // Every peer gets it in the next push: one stream per peer for all the keys of a burst.
+        await this.#sync.recordOwn(cid, signal);
+        if (this.#advertised.has(key)) this.#sync.push(cid.multihash.digest);
+        return;
+      }
       for await (const event of this.#node.services.dht.provide(cid, { signal })) {
         if (event.name === 'PEER_RESPONSE' && event.messageName === 'ADD_PROVIDER') reached++;
       }
@@ -563,7 +591,7 @@ export class DhtRouter implements Router, LivePeers {
     gauge('shoal_peers', 'Peers in the DHT routing table.', () => this.#table.size);
     gauge('shoal_advertised_keys', 'Keys (digests and tags) this node provides in the DHT.', () => this.#advertised.size);
     gauge('shoal_dht_provide_queue', 'Provides waiting to be sent to the DHT.', () => this.#queue.pending);
-    gauge('shoal_dht_records_complete', 'Whether this node holds every provider record of the network, so lookups are answered from its own (1) or ask the network (0).', () => (this.#sync.complete() ? 1 : 0));
+    gauge('shoal_dht_records_complete', 'Whether this node holds every provider record of the network, so lookups are answered from its own (1) or ask the network (0).', () => (this.#sync?.complete() === true ? 1 : 0));
     this.#lookupsCounter = new Counter({
       name: 'shoal_dht_lookups_total',
       help: 'DHT lookups, by how they were answered: from this node\'s own records (records), or by asking the network (network).',

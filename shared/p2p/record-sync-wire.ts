@@ -1,14 +1,18 @@
 /**
  * The wire format of `/shoal/records/1.0.0` (record-sync.ts), and the set of
- * keys a node sends on it.
+ * keys a node sends on it. One message each way per stream; a key is its
+ * 32-byte SHA-256 (the multihash digest of its CID, cid.ts); numbers are u32
+ * big-endian.
  *
- * Request, 33 bytes: version 1, then the fingerprint of the asker's last full
- * copy of the answerer's keys (32 zero bytes: send them all).
- * Answer: a 42-byte header (version 1; flags: 1 "you are in my routing
- * table", 2 "keys follow"; the answerer's routing table size and key count,
- * u32 big-endian; the fingerprint of its keys), then, when flag 2 is set,
- * each key's 32-byte SHA-256 (the multihash digest of its CID, cid.ts).
- * Keys follow unless the asker sent the answerer's fingerprint.
+ * Pull, 34 bytes: version 1, kind 1, then the fingerprint of the asker's last
+ * full copy of the answerer's keys (32 zero bytes: send them all).
+ * Its answer: a 42-byte header (version 1; flags: 1 "you are in my routing
+ * table", 2 "keys follow"; the answerer's routing table size and key count;
+ * the fingerprint of its keys), then, when flag 2 is set, every key. Keys
+ * follow unless the asker sent the answerer's fingerprint.
+ *
+ * Push: version 1, kind 2, a count, then that many keys the sender has just
+ * begun to advertise. Its answer: one byte, version 1, once they are stored.
  *
  * The fingerprint is the XOR of the keys' digests: kept up to date per key,
  * the same whatever the order.
@@ -17,8 +21,14 @@ import { keyDigest } from './cid.ts';
 
 export const SYNC_VERSION = 1;
 export const DIGEST_BYTES = 32;
-export const REQUEST_BYTES = 1 + DIGEST_BYTES;
+/** Enough of any message a node receives unasked to know its kind and length. */
+export const MESSAGE_HEAD_BYTES = 1 + 1 + 4;
+export const PULL_BYTES = 1 + 1 + DIGEST_BYTES;
 export const HEADER_BYTES = 1 + 1 + 4 + 4 + DIGEST_BYTES;
+export const PUSH_ACK = new Uint8Array([SYNC_VERSION]);
+
+const KIND_PULL = 1;
+const KIND_PUSH = 2;
 
 const FLAG_IN_TABLE = 1;
 const FLAG_KEYS = 2;
@@ -71,18 +81,44 @@ export class KeyDigests {
   }
 }
 
-export function encodeRequest(fingerprint: Uint8Array | undefined): Uint8Array {
-  const out = new Uint8Array(REQUEST_BYTES);
+/** A message a node receives unasked. */
+export type Message = { kind: 'pull'; fingerprint: Uint8Array } | { kind: 'push'; digests: Uint8Array[] };
+
+export function encodePull(fingerprint: Uint8Array | undefined): Uint8Array {
+  const out = new Uint8Array(PULL_BYTES);
   out[0] = SYNC_VERSION;
-  if (fingerprint !== undefined) out.set(fingerprint, 1);
+  out[1] = KIND_PULL;
+  if (fingerprint !== undefined) out.set(fingerprint, 2);
   return out;
 }
 
-/** The fingerprint a request holds (all zeros: none). */
-export function decodeRequest(bytes: Uint8Array): Uint8Array {
-  if (bytes.length !== REQUEST_BYTES) throw new SyncProtocolError(`request of ${bytes.length} bytes, want ${REQUEST_BYTES}`);
-  if (bytes[0] !== SYNC_VERSION) throw new SyncProtocolError(`request version ${bytes[0]}, want ${SYNC_VERSION}`);
-  return bytes.subarray(1);
+export function encodePush(digests: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(MESSAGE_HEAD_BYTES + digests.length * DIGEST_BYTES);
+  out[0] = SYNC_VERSION;
+  out[1] = KIND_PUSH;
+  new DataView(out.buffer).setUint32(2, digests.length);
+  digests.forEach((digest, i) => out.set(digest, MESSAGE_HEAD_BYTES + i * DIGEST_BYTES));
+  return out;
+}
+
+/** The bytes a whole message has, from its first MESSAGE_HEAD_BYTES. */
+export function messageBytes(head: Uint8Array, maxKeys: number): number {
+  if (head[0] !== SYNC_VERSION) throw new SyncProtocolError(`message version ${head[0]}, want ${SYNC_VERSION}`);
+  if (head[1] === KIND_PULL) return PULL_BYTES;
+  if (head[1] !== KIND_PUSH) throw new SyncProtocolError(`message kind ${head[1]} is unknown`);
+  const count = new DataView(head.buffer, head.byteOffset, MESSAGE_HEAD_BYTES).getUint32(2);
+  if (count > maxKeys) throw new SyncProtocolError(`a push of ${count} keys, more than the ${maxKeys} accepted`);
+  return MESSAGE_HEAD_BYTES + count * DIGEST_BYTES;
+}
+
+export function decodeMessage(bytes: Uint8Array, maxKeys: number): Message {
+  if (bytes.length < MESSAGE_HEAD_BYTES) throw new SyncProtocolError(`message of ${bytes.length} bytes, shorter than its head`);
+  const want = messageBytes(bytes, maxKeys);
+  if (bytes.length !== want) throw new SyncProtocolError(`message of ${bytes.length} bytes, its head says ${want}`);
+  if (bytes[1] === KIND_PULL) return { kind: 'pull', fingerprint: bytes.subarray(2) };
+  const digests: Uint8Array[] = [];
+  for (let at = MESSAGE_HEAD_BYTES; at < bytes.length; at += DIGEST_BYTES) digests.push(bytes.subarray(at, at + DIGEST_BYTES));
+  return { kind: 'push', digests };
 }
 
 /** The answer to a request: the header, and the digests unless the asker's fingerprint is current. */

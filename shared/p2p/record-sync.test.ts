@@ -10,7 +10,9 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { DHT_PROTOCOL, type DhtRouter } from './dht-router.ts';
 import { RECORD_SYNC_PROTOCOL } from './record-sync.ts';
-import { HEADER_BYTES, KeyDigests, encodeAnswer } from './record-sync-wire.ts';
+import { HEADER_BYTES, KeyDigests, MESSAGE_HEAD_BYTES, PUSH_ACK, encodeAnswer, encodePush } from './record-sync-wire.ts';
+import { keyDigest } from './cid.ts';
+import { peerIdFromString } from '@libp2p/peer-id';
 import { reachablePeerInfo } from './addresses.ts';
 import { hostPort, lookupAll, TestNetwork, until, type TestNodeInit } from './testing.ts';
 
@@ -84,6 +86,51 @@ describe('records from every peer in a network smaller than K', function () {
     assert.equal(after.lookupsNetwork, before.lookupsNetwork, 'no lookup asked the network');
   });
 
+  it('pushes a burst of new keys to every peer in a few streams, where kad-dht would send an ADD_PROVIDER per key and peer', async () => {
+    const nodes = await mesh(4, 185);
+    await until('every node can push', () => nodes.every((node) => node.stats().recordsComplete), 8_000);
+    const [a, ...others] = nodes;
+    const burst = keys('d', 300);
+    a!.advertise(burst);
+    await a!.providesIdle();
+    const stats = a!.stats();
+    assert.equal(stats.providesSucceeded, 300);
+    assert.equal(stats.providesFromTable, 0, 'no kad-dht provide');
+    assert.equal(stats.keysPushed, 900);
+    assert.ok(stats.pushesSucceeded <= 9, `${stats.pushesSucceeded} pushes`);
+    for (const node of others) {
+      assert.equal(node.stats().syncedKeys, 300);
+      const before = node.stats().lookupsNetwork;
+      for (const key of [burst[0]!, burst[299]!]) assert.deepEqual(await lookupAll(node, key, 300), [{ peerId: a!.peerId, host: '127.0.0.185' }]);
+      assert.equal(node.stats().lookupsNetwork, before);
+    }
+  });
+
+  it('stores a peer\'s push, and nothing of a push whose length is not what it says', async () => {
+    const [a] = await mesh(1, 190);
+    const pusher = await rawPeer('127.0.0.191', a!);
+    const send = async (message: Uint8Array): Promise<Uint8Array> => {
+      const stream = await pusher.dialProtocol(peerIdFromString(a!.peerId), RECORD_SYNC_PROTOCOL);
+      const answer: Uint8Array[] = [];
+      const reading = (async () => {
+        for await (const chunk of stream) answer.push(chunk instanceof Uint8Array ? chunk : chunk.subarray());
+      })();
+      stream.send(message);
+      await stream.close();
+      await reading.catch(() => {});
+      return Buffer.concat(answer);
+    };
+    const digests = keys('e', 3).map(keyDigest);
+    const short = encodePush(digests).subarray(0, MESSAGE_HEAD_BYTES + 2 * 32);
+    assert.deepEqual([...(await send(short))], []);
+    const long = Buffer.concat([encodePush(digests), new Uint8Array(32)]);
+    assert.deepEqual([...(await send(long))], []);
+    assert.equal(a!.stats().syncedKeys, 0);
+    assert.deepEqual([...(await send(encodePush(digests)))], [...PUSH_ACK]);
+    assert.equal(a!.stats().syncedKeys, 3);
+    assert.deepEqual(await lookupAll(a!, keys('e', 3)[1]!, 300), [{ peerId: pusher.peerId.toString(), host: '127.0.0.191' }]);
+  });
+
   it('takes a peer\'s keys once, then only its fingerprint until they change', async () => {
     const nodes = await mesh(2, 165, { recordSyncIntervalMs: 200 });
     const [a, b] = nodes;
@@ -119,6 +166,8 @@ describe('records from every peer in a network smaller than K', function () {
     assert.equal(b!.stats().recordsComplete, false);
     b!.advertise(['sha256:still-found']);
     await b!.providesIdle();
+    assert.equal(b!.stats().keysPushed, 0, 'the older peer takes no push: kad-dht provides');
+    assert.equal(b!.stats().providesFromTable, 1);
     assert.equal((await lookupAll(a!, 'sha256:still-found', 500)).length, 1);
     assert.ok(a!.stats().lookupsNetwork > 0);
   });

@@ -29,7 +29,7 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import type { CID } from 'multiformats/cid';
 import type { Logger } from '../log.ts';
 import { digestToCid } from './cid.ts';
-import { answerBytes, decodeDigests, decodeHeader, decodeRequest, encodeAnswer, encodeRequest, HEADER_BYTES, REQUEST_BYTES, SyncProtocolError, type KeyDigests } from './record-sync-wire.ts';
+import { answerBytes, decodeDigests, decodeHeader, decodeMessage, encodeAnswer, encodePull, encodePush, HEADER_BYTES, MESSAGE_HEAD_BYTES, messageBytes, PUSH_ACK, SyncProtocolError, type KeyDigests } from './record-sync-wire.ts';
 
 export const RECORD_SYNC_PROTOCOL = '/shoal/records/1.0.0';
 
@@ -41,7 +41,7 @@ interface KadTable extends EventTarget {
   closestPeers(kadId: Uint8Array, options: { count: number }): PeerId[];
 }
 interface KadProviders {
-  addProvider(cid: CID, provider: PeerId): Promise<void>;
+  addProvider(cid: CID, provider: PeerId, options?: { signal?: AbortSignal }): Promise<void>;
   getProviders(cid: CID): Promise<PeerId[]>;
 }
 interface KadInternals {
@@ -81,8 +81,13 @@ export interface RecordSyncStats {
   readonly complete: boolean;
   readonly syncsSucceeded: number;
   readonly syncsFailed: number;
-  /** Keys stored from peers' answers (a full copy counts all its keys). */
+  /** Keys stored from peers' answers (a full copy counts all its keys) and pushes. */
   readonly keysReceived: number;
+  /** Pushes that a peer stored, and the keys in them (counted once per peer). */
+  readonly pushesSucceeded: number;
+  readonly keysPushed: number;
+  /** Pushes to a peer that failed (the peer's next pull brings the keys). */
+  readonly pushesFailed: number;
 }
 
 /** What a peer said when last asked. */
@@ -96,6 +101,8 @@ interface PeerCopy {
 }
 
 const DEFAULT_INTERVAL_MS = 30_000;
+/** Keys in one push: 512 KiB. */
+const MAX_PUSH_KEYS = 16_384;
 const DEFAULT_MAX_KEYS = 1_000_000;
 const EXCHANGE_TIMEOUT_MS = 10_000;
 const FIRST_RETRY_MS = 500;
@@ -130,6 +137,12 @@ export class RecordSync {
   #succeeded = 0;
   #failed = 0;
   #keysReceived = 0;
+  #keysPushed = 0;
+  #pushesSucceeded = 0;
+  #pushesFailed = 0;
+  /** Digests waiting for the next push, and the push running now. */
+  #toPush: Uint8Array[] = [];
+  #pushing: Promise<void> | undefined;
 
   /** Installs the protocol handler; throws if this kad-dht's internals are not the ones it knows. */
   static async start(init: RecordSyncInit): Promise<RecordSync> {
@@ -157,14 +170,32 @@ export class RecordSync {
 
   /** Whether this node's own records hold every record of the network (the rules above). */
   complete(): boolean {
-    const size = this.#table.size;
-    if (size === 0 || size >= this.#table.kBucketSize || !this.#init.looked()) return false;
-    const now = Date.now();
-    for (const peer of this.#tablePeers()) {
-      const copy = this.#copies.get(peer.toString());
-      if (copy === undefined || !copy.inTable || copy.tableSize > size || now - copy.checkedAt > 2 * this.#intervalMs) return false;
-    }
-    return true;
+    return this.#everyTablePeer((copy, size) => copy.inTable && copy.tableSize <= size);
+  }
+
+  /**
+   * Whether a provide may be a push: the network is smaller than K and every
+   * table peer answered lately, so every one of them takes pushes (a peer of a
+   * version without them gets kad-dht's ADD_PROVIDER instead).
+   */
+  canPush(): boolean {
+    return this.#everyTablePeer(() => true);
+  }
+
+  /** Writes this node's own record of a key, as kad-dht's provide does before it asks the network. */
+  recordOwn(cid: CID, signal: AbortSignal): Promise<void> {
+    return this.#providers.addProvider(cid, this.#init.node.peerId, { signal });
+  }
+
+  /** Sends a key this node now advertises to every table peer, in the next push. */
+  push(digest: Uint8Array): void {
+    this.#toPush.push(digest);
+    this.#startPushing();
+  }
+
+  /** Resolves when no push is waiting or running. */
+  async pushesIdle(): Promise<void> {
+    while (this.#pushing !== undefined) await this.#pushing;
   }
 
   /** The providers this node's own records name for a key. */
@@ -173,11 +204,20 @@ export class RecordSync {
   }
 
   stats(): RecordSyncStats {
-    return { complete: this.complete(), syncsSucceeded: this.#succeeded, syncsFailed: this.#failed, keysReceived: this.#keysReceived };
+    return {
+      complete: this.complete(),
+      syncsSucceeded: this.#succeeded,
+      syncsFailed: this.#failed,
+      keysReceived: this.#keysReceived,
+      pushesSucceeded: this.#pushesSucceeded,
+      keysPushed: this.#keysPushed,
+      pushesFailed: this.#pushesFailed,
+    };
   }
 
   async close(): Promise<void> {
     this.#closing.abort();
+    this.#toPush = [];
     clearInterval(this.#tick);
     clearTimeout(this.#recheck);
     for (const { timer } of this.#scheduled.values()) clearTimeout(timer);
@@ -185,6 +225,64 @@ export class RecordSync {
     this.#table.removeEventListener('peer:add', this.#onPeerAdd);
     this.#table.removeEventListener('peer:remove', this.#onPeerRemove);
     await this.#init.node.unhandle(RECORD_SYNC_PROTOCOL).catch(() => {});
+  }
+
+  /** Below K, looked around, and every table peer's copy checked lately and passing `ok`. */
+  #everyTablePeer(ok: (copy: PeerCopy, tableSize: number) => boolean): boolean {
+    const size = this.#table.size;
+    if (size === 0 || size >= this.#table.kBucketSize || !this.#init.looked()) return false;
+    const now = Date.now();
+    for (const peer of this.#tablePeers()) {
+      const copy = this.#copies.get(peer.toString());
+      if (copy === undefined || now - copy.checkedAt > 2 * this.#intervalMs || !ok(copy, size)) return false;
+    }
+    return true;
+  }
+
+  #startPushing(): void {
+    if (this.#pushing !== undefined || this.#closing.signal.aborted) return;
+    this.#pushing = this.#pushAll().finally(() => {
+      this.#pushing = undefined;
+      if (this.#toPush.length > 0) this.#startPushing();
+    });
+  }
+
+  /** Pushes what waits, batch after batch: keys advertised while one is on its way go in the next. */
+  async #pushAll(): Promise<void> {
+    // A burst of provides in one turn of the event loop goes in one push.
+    await new Promise((resolve) => setImmediate(resolve));
+    while (this.#toPush.length > 0 && !this.#closing.signal.aborted) {
+      const batch = this.#toPush.splice(0, MAX_PUSH_KEYS);
+      await Promise.all(
+        this.#tablePeers().map(async (peer) => {
+          try {
+            await this.#pushTo(peer, batch);
+            this.#pushesSucceeded++;
+            this.#keysPushed += batch.length;
+          } catch (err) {
+            if (this.#closing.signal.aborted) return;
+            this.#pushesFailed++;
+            this.#init.logger.debug('could not push keys to a peer; its next pull brings them', { peer: peer.toString(), keys: batch.length, err: err as Error });
+          }
+        }),
+      );
+    }
+  }
+
+  async #pushTo(peer: PeerId, digests: readonly Uint8Array[]): Promise<void> {
+    const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
+    const stream = await this.#init.node.dialProtocol(peer, RECORD_SYNC_PROTOCOL, { signal });
+    try {
+      const reading = readAll(stream, PUSH_ACK.length, () => PUSH_ACK.length, signal);
+      reading.catch(() => {});
+      if (!stream.send(encodePush(digests))) await drained(stream, signal);
+      await stream.close({ signal });
+      const ack = await reading;
+      if (ack.length !== 1 || ack[0] !== PUSH_ACK[0]) throw new SyncProtocolError(`push answered with ${ack.length} bytes`);
+    } catch (err) {
+      stream.abort(err as Error);
+      throw err;
+    }
   }
 
   #tablePeers(): PeerId[] {
@@ -257,7 +355,7 @@ export class RecordSync {
       // Reading from the start: the answer may come while the request is still closing.
       const reading = readAll(stream, HEADER_BYTES, (head) => answerBytes(decodeHeader(head, this.#maxKeys)), signal);
       reading.catch(() => {});
-      stream.send(encodeRequest(fresh ? previous.fingerprint : undefined));
+      stream.send(encodePull(fresh ? previous.fingerprint : undefined));
       await stream.close({ signal });
       answer = await reading;
     } catch (err) {
@@ -283,10 +381,17 @@ export class RecordSync {
   async #answer(stream: Stream, connection: Connection): Promise<void> {
     const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
     try {
-      const asked = decodeRequest(await readAll(stream, REQUEST_BYTES, () => REQUEST_BYTES, signal));
-      const inTable = (await this.#table.find(connection.remotePeer)) !== undefined;
-      for (const part of encodeAnswer(this.#init.keys, asked, inTable, this.#table.size)) {
-        if (!stream.send(part)) await drained(stream, signal);
+      const message = decodeMessage(await readAll(stream, MESSAGE_HEAD_BYTES, (head) => messageBytes(head, this.#maxKeys), signal), this.#maxKeys);
+      if (message.kind === 'push') {
+        // Only a peer itself says what it provides, as with kad-dht's ADD_PROVIDER.
+        for (const digest of message.digests) await this.#providers.addProvider(digestToCid(digest), connection.remotePeer);
+        this.#keysReceived += message.digests.length;
+        stream.send(PUSH_ACK);
+      } else {
+        const inTable = (await this.#table.find(connection.remotePeer)) !== undefined;
+        for (const part of encodeAnswer(this.#init.keys, message.fingerprint, inTable, this.#table.size)) {
+          if (!stream.send(part)) await drained(stream, signal);
+        }
       }
       await stream.close({ signal });
     } catch (err) {
