@@ -35,7 +35,7 @@ import type { ListenAddress } from '../listen-address.ts';
 import type { Logger } from '../log.ts';
 import { ipPortOf, pickHost, reachableAddresses, reachablePeerInfo } from './addresses.ts';
 import { Bootstrapper, parseBootstrapPeer, systemResolver, type DnsResolver } from './bootstrap.ts';
-import { keyToCid } from './cid.ts';
+import { digestToCid, keyToCid } from './cid.ts';
 import type { CID } from 'multiformats/cid';
 import { loadOrCreatePeerKey } from './identity.ts';
 import { IndexedDatastore } from './indexed-datastore.ts';
@@ -491,7 +491,8 @@ export class DhtRouter implements Router, LivePeers {
   /** One provide through kad-dht; rejects unless the record reached a peer. */
   async #provide(key: string, signal: AbortSignal): Promise<void> {
     if (this.#table.size === 0) throw new Error('no peers');
-    const cid = keyToCid(key);
+    const digest = this.#keys.digestOf(key);
+    const cid = digest === undefined ? keyToCid(key) : digestToCid(digest);
     // A node that just joined knows a few peers: whether to push is known once it looked around.
     for (const deadline = Date.now() + LOOK_AROUND_WAIT_MS; !this.#provideTargets.looked && Date.now() < deadline; ) await sleep(50, undefined, { signal });
     let reached = 0;
@@ -499,7 +500,7 @@ export class DhtRouter implements Router, LivePeers {
       if (this.#sync?.canPush() === true) {
         // Every peer gets it in the next push: one stream per peer for all the keys of a burst.
         await this.#sync.recordOwn(cid, signal);
-        if (this.#advertised.has(key)) this.#sync.push(cid.multihash.digest);
+        if (digest !== undefined && this.#advertised.has(key)) this.#sync.push(digest);
         return;
       }
       for await (const event of this.#node.services.dht.provide(cid, { signal })) {

@@ -115,14 +115,17 @@ export class ProvideQueue {
     this.#running.set(key, controller);
     this.#active++;
     this.#peak = Math.max(this.#peak, this.#active);
-    const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(this.#init.timeoutMs)]);
+    // A timer cleared when the provide ends: AbortSignal.timeout's would outlive a provide that
+    // takes a millisecond (a push) by the whole timeout, 5000 of them for a node's first advertise.
+    const timer = setTimeout(() => controller.abort(new DOMException('provide timed out', 'TimeoutError')), this.#init.timeoutMs);
     let error: unknown;
     this.#init
-      .provide(key, signal)
+      .provide(key, controller.signal)
       .catch((err: unknown) => {
         error = err ?? new Error('provide failed');
       })
       .finally(() => {
+        clearTimeout(timer);
         this.#active--;
         const dropped = this.#running.get(key) !== controller;
         if (!dropped) this.#running.delete(key);

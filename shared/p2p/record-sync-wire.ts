@@ -76,6 +76,11 @@ export class KeyDigests {
     xorInto(this.#fingerprint, digest);
   }
 
+  /** The digest of a key in the set. */
+  digestOf(key: string): Uint8Array | undefined {
+    return this.#digests.get(key);
+  }
+
   digests(): IterableIterator<Uint8Array> {
     return this.#digests.values();
   }

@@ -3,27 +3,33 @@
  * records, and knows it; its lookups are then answered from its own records:
  * a hit at once, and a miss at once and without asking anybody.
  *
- * Below K peers, provides already go to every peer in the routing table
- * (small-network.ts). What was missing is the records a node did not get: it
- * joined or restarted after they were provided (its store is in memory), or
- * a provide did not reach it. So when a peer enters the routing table, and
- * every `intervalMs` after, a node asks it for the keys it advertises
- * (`/shoal/records/1.0.0`, record-sync-wire.ts) and stores them as that
- * peer's records, as an ADD_PROVIDER from it would. A repeat costs a header
- * when the peer's keys are unchanged (a fingerprint), and sends them all once
- * the last full copy is half a TTL old, so the records do not lapse.
+ * Two messages on `/shoal/records/1.0.0` (record-sync-wire.ts):
+ * - Pull. When a peer enters the routing table, and every `intervalMs`
+ *   after, a node asks it for the keys it advertises and stores them as that
+ *   peer's records, as an ADD_PROVIDER from it would. A repeat costs a header
+ *   when the keys are unchanged (a fingerprint), and brings them all once the
+ *   last full copy is half a TTL old, so the records do not lapse. This is
+ *   how a node that joins or restarts (its store is in memory) gets the
+ *   records provided before it came.
+ * - Push. Once every table peer has answered a pull, a provide below K is a
+ *   push: the keys advertised in a burst go to every table peer in one
+ *   stream each, where kad-dht sends an ADD_PROVIDER per key and peer. A
+ *   push that fails is made up by the peer's next pull. A table with a peer
+ *   that does not answer pulls (an older version) makes provides go through
+ *   kad-dht, which reaches it.
  *
  * The node's own records are complete, and a miss may be trusted, when:
  * - its routing table holds 1 to K-1 peers and kad-dht's first self-query has
  *   ended, so the table is every DHT server it can learn of (small-network.ts);
  * - it holds a copy, checked within the last two intervals, of every table
  *   peer's keys, and each of those peers said then that this node is in its
- *   routing table (so the peer's later provides reach it) and that its table
- *   is no larger than this node's (the peer knows nobody this node does not).
+ *   routing table (so the peer's later pushes and provides reach it) and that
+ *   its table is no larger than this node's (the peer knows nobody this node
+ *   does not).
  * Otherwise a lookup asks the network as kad-dht does. What this leaves out:
- * a provide still on its way (milliseconds after a pull), and a peer that
- * this node and all of its peers have not met yet. Both cost a miss, which
- * goes upstream, as any miss does.
+ * a push still on its way (milliseconds after a pull), and a peer that this
+ * node and all of its peers have not met yet. Both cost a miss, which goes
+ * upstream, as any miss does.
  */
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import type { CID } from 'multiformats/cid';
@@ -134,6 +140,8 @@ export class RecordSync {
   readonly #closing = new AbortController();
   readonly #tick: NodeJS.Timeout | undefined;
   #recheck: NodeJS.Timeout | undefined;
+  /** The routing table's peers, listed again after the table changed: asked on every provide and lookup. */
+  #peers: PeerId[] | undefined;
   #succeeded = 0;
   #failed = 0;
   #keysReceived = 0;
@@ -158,9 +166,9 @@ export class RecordSync {
     this.#providers = dht.providers;
     this.#intervalMs = init.intervalMs ?? DEFAULT_INTERVAL_MS;
     this.#maxKeys = init.maxKeys ?? DEFAULT_MAX_KEYS;
-    if (!init.ask) return;
     this.#table.addEventListener('peer:add', this.#onPeerAdd);
     this.#table.addEventListener('peer:remove', this.#onPeerRemove);
+    if (!init.ask) return;
     this.#tick = setInterval(() => {
       for (const peer of this.#tablePeers()) this.#schedule(peer, Math.random() * Math.min(1_000, this.#intervalMs / 10));
     }, this.#intervalMs);
@@ -286,14 +294,18 @@ export class RecordSync {
   }
 
   #tablePeers(): PeerId[] {
-    return this.#table.size === 0 ? [] : this.#table.closestPeers(ANY_KAD_ID, { count: this.#table.size });
+    this.#peers ??= this.#table.size === 0 ? [] : this.#table.closestPeers(ANY_KAD_ID, { count: this.#table.size });
+    return this.#peers;
   }
 
   readonly #onPeerAdd = (event: Event): void => {
-    this.#schedule((event as CustomEvent<PeerId>).detail, 0);
+    this.#peers = undefined;
+    if (this.#init.ask) this.#schedule((event as CustomEvent<PeerId>).detail, 0);
   };
 
   readonly #onPeerRemove = (event: Event): void => {
+    this.#peers = undefined;
+    if (!this.#init.ask) return;
     this.#copies.delete((event as CustomEvent<PeerId>).detail.toString());
     clearTimeout(this.#recheck);
     this.#recheck = setTimeout(() => {

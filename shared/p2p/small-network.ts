@@ -19,6 +19,10 @@
  * and lookups, which still ask the network as kad-dht does, find it on the
  * others meanwhile.
  *
+ * Where every peer speaks Shoal's record sync, a provide below K is a push
+ * instead (record-sync.ts), and a peer that joins pulls every record at once:
+ * this shortcut serves a table with a peer of a version without it.
+ *
  * kad-dht has no option for this. Its content routing asks
  * `peerRouting.getClosestPeers` for the targets of a provide, and nothing
  * else; that one reference is replaced with a view of the same object whose
