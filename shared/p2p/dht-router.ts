@@ -500,7 +500,7 @@ export class DhtRouter implements Router, LivePeers {
       if (this.#sync?.canPush() === true) {
         // Every peer gets it in the next push: one stream per peer for all the keys of a burst.
         await this.#sync.recordOwn(cid, signal);
-        if (digest !== undefined && this.#advertised.has(key)) this.#sync.push(digest);
+        if (this.#advertised.has(key)) this.#sync.push(key);
         return;
       }
       for await (const event of this.#node.services.dht.provide(cid, { signal })) {

@@ -118,6 +118,7 @@ export class ProvideQueue {
     // A timer cleared when the provide ends: AbortSignal.timeout's would outlive a provide that
     // takes a millisecond (a push) by the whole timeout, 5000 of them for a node's first advertise.
     const timer = setTimeout(() => controller.abort(new DOMException('provide timed out', 'TimeoutError')), this.#init.timeoutMs);
+    timer.unref();
     let error: unknown;
     this.#init
       .provide(key, controller.signal)

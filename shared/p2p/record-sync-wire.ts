@@ -1,52 +1,62 @@
 /**
  * The wire format of `/shoal/records/1.0.0` (record-sync.ts), and the set of
- * keys a node sends on it. One message each way per stream; a key is its
- * 32-byte SHA-256 (the multihash digest of its CID, cid.ts); numbers are u32
+ * keys a node sends on it. One message each way per stream. A key is its
+ * 32-byte SHA-256 (the multihash digest of its CID, cid.ts); a peer in a
+ * routing table is the 32-byte SHA-256 of its peer id string; numbers are
  * big-endian.
  *
  * Pull, 34 bytes: version 1, kind 1, then the fingerprint of the asker's last
  * full copy of the answerer's keys (32 zero bytes: send them all).
- * Its answer: a 42-byte header (version 1; flags: 1 "you are in my routing
- * table", 2 "keys follow"; the answerer's routing table size and key count;
- * the fingerprint of its keys), then, when flag 2 is set, every key. Keys
- * follow unless the asker sent the answerer's fingerprint.
+ * Its answer: version 1, flags (2: keys follow), the answerer's table count
+ * (u16; TABLE_TOO_LARGE when it holds K peers or more), its key count (u32),
+ * the fingerprint of its keys, the table's peers, then, when flag 2 is set,
+ * every key. Keys follow unless the asker sent the answerer's fingerprint.
  *
- * Push: version 1, kind 2, a count, then that many keys the sender has just
- * begun to advertise. Its answer: one byte, version 1, once they are stored.
+ * Push: version 1, kind 2, the sender's table count (u16) and a key count
+ * (u32), the table's peers, then keys the sender has just begun to
+ * advertise (none: only its table changed). Its answer: one byte, version 1,
+ * once they are stored.
  *
  * The fingerprint is the XOR of the keys' digests: kept up to date per key,
  * the same whatever the order.
  */
+import { createHash } from 'node:crypto';
 import { keyDigest } from './cid.ts';
 
 export const SYNC_VERSION = 1;
 export const DIGEST_BYTES = 32;
 /** Enough of any message a node receives unasked to know its kind and length. */
-export const MESSAGE_HEAD_BYTES = 1 + 1 + 4;
+export const MESSAGE_HEAD_BYTES = 1 + 1 + 2 + 4;
 export const PULL_BYTES = 1 + 1 + DIGEST_BYTES;
-export const HEADER_BYTES = 1 + 1 + 4 + 4 + DIGEST_BYTES;
+export const ANSWER_HEAD_BYTES = 1 + 1 + 2 + 4 + DIGEST_BYTES;
 export const PUSH_ACK = new Uint8Array([SYNC_VERSION]);
+/** A table count that says "K peers or more": such a table is not listed. */
+export const TABLE_TOO_LARGE = 0xffff;
+/** Most keys in one push; more is a protocol error. */
+export const MAX_PUSH_KEYS = 16_384;
 
 const KIND_PULL = 1;
 const KIND_PUSH = 2;
-
-const FLAG_IN_TABLE = 1;
 const FLAG_KEYS = 2;
 
 export class SyncProtocolError extends Error {
   override name = 'SyncProtocolError';
 }
 
-/** What an answer's header says. */
-export interface SyncHeader {
-  /** The asker is in the answerer's routing table, so the answerer's provides reach it. */
-  readonly inTable: boolean;
-  readonly tableSize: number;
+/** A sender's routing table: its peers' hashes, or undefined when it holds K peers or more. */
+export type TableList = readonly string[] | undefined;
+
+/** What a pull's answer says. */
+export interface Answer {
+  readonly table: TableList;
   readonly count: number;
   readonly fingerprint: Uint8Array;
-  /** Whether `count` digests follow (the asker's copy was not current). */
-  readonly keysFollow: boolean;
+  /** The keys, when they follow (the asker's copy was not current). */
+  readonly digests: Uint8Array[] | undefined;
 }
+
+/** A message a node receives unasked. */
+export type Message = { kind: 'pull'; fingerprint: Uint8Array } | { kind: 'push'; table: TableList; digests: Uint8Array[] };
 
 /** The keys a node advertises, as digests, with their fingerprint. */
 export class KeyDigests {
@@ -76,7 +86,7 @@ export class KeyDigests {
     xorInto(this.#fingerprint, digest);
   }
 
-  /** The digest of a key in the set. */
+  /** The digest of a key in the set; undefined once withdrawn. */
   digestOf(key: string): Uint8Array | undefined {
     return this.#digests.get(key);
   }
@@ -86,8 +96,10 @@ export class KeyDigests {
   }
 }
 
-/** A message a node receives unasked. */
-export type Message = { kind: 'pull'; fingerprint: Uint8Array } | { kind: 'push'; digests: Uint8Array[] };
+/** How a peer id appears in a table list. */
+export function peerHash(peerId: string): string {
+  return createHash('sha256').update(peerId, 'utf8').digest('hex');
+}
 
 export function encodePull(fingerprint: Uint8Array | undefined): Uint8Array {
   const out = new Uint8Array(PULL_BYTES);
@@ -97,87 +109,114 @@ export function encodePull(fingerprint: Uint8Array | undefined): Uint8Array {
   return out;
 }
 
-export function encodePush(digests: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(MESSAGE_HEAD_BYTES + digests.length * DIGEST_BYTES);
+export function encodePush(table: TableList, digests: readonly Uint8Array[]): Uint8Array {
+  const tableCount = table?.length ?? 0;
+  const out = new Uint8Array(MESSAGE_HEAD_BYTES + (tableCount + digests.length) * DIGEST_BYTES);
+  const view = new DataView(out.buffer);
   out[0] = SYNC_VERSION;
   out[1] = KIND_PUSH;
-  new DataView(out.buffer).setUint32(2, digests.length);
-  digests.forEach((digest, i) => out.set(digest, MESSAGE_HEAD_BYTES + i * DIGEST_BYTES));
+  view.setUint16(2, table === undefined ? TABLE_TOO_LARGE : tableCount);
+  view.setUint32(4, digests.length);
+  let at = writeTable(out, MESSAGE_HEAD_BYTES, table);
+  for (const digest of digests) {
+    out.set(digest, at);
+    at += DIGEST_BYTES;
+  }
   return out;
 }
 
 /** The bytes a whole message has, from its first MESSAGE_HEAD_BYTES. */
-export function messageBytes(head: Uint8Array, maxKeys: number): number {
+export function messageBytes(head: Uint8Array): number {
   if (head[0] !== SYNC_VERSION) throw new SyncProtocolError(`message version ${head[0]}, want ${SYNC_VERSION}`);
   if (head[1] === KIND_PULL) return PULL_BYTES;
   if (head[1] !== KIND_PUSH) throw new SyncProtocolError(`message kind ${head[1]} is unknown`);
-  const count = new DataView(head.buffer, head.byteOffset, MESSAGE_HEAD_BYTES).getUint32(2);
-  if (count > maxKeys) throw new SyncProtocolError(`a push of ${count} keys, more than the ${maxKeys} accepted`);
-  return MESSAGE_HEAD_BYTES + count * DIGEST_BYTES;
+  const view = new DataView(head.buffer, head.byteOffset, MESSAGE_HEAD_BYTES);
+  const count = view.getUint32(4);
+  if (count > MAX_PUSH_KEYS) throw new SyncProtocolError(`a push of ${count} keys, more than the ${MAX_PUSH_KEYS} accepted`);
+  return MESSAGE_HEAD_BYTES + (tableEntries(view.getUint16(2)) + count) * DIGEST_BYTES;
 }
 
-export function decodeMessage(bytes: Uint8Array, maxKeys: number): Message {
+export function decodeMessage(bytes: Uint8Array): Message {
   if (bytes.length < MESSAGE_HEAD_BYTES) throw new SyncProtocolError(`message of ${bytes.length} bytes, shorter than its head`);
-  const want = messageBytes(bytes, maxKeys);
+  const want = messageBytes(bytes);
   if (bytes.length !== want) throw new SyncProtocolError(`message of ${bytes.length} bytes, its head says ${want}`);
   if (bytes[1] === KIND_PULL) return { kind: 'pull', fingerprint: bytes.subarray(2) };
-  const digests: Uint8Array[] = [];
-  for (let at = MESSAGE_HEAD_BYTES; at < bytes.length; at += DIGEST_BYTES) digests.push(bytes.subarray(at, at + DIGEST_BYTES));
-  return { kind: 'push', digests };
+  const tableCount = new DataView(bytes.buffer, bytes.byteOffset, MESSAGE_HEAD_BYTES).getUint16(2);
+  const [table, at] = readTable(bytes, MESSAGE_HEAD_BYTES, tableCount);
+  return { kind: 'push', table, digests: slices(bytes, at) };
 }
 
-/** The answer to a request: the header, and the digests unless the asker's fingerprint is current. */
-export function encodeAnswer(keys: KeyDigests, asked: Uint8Array, inTable: boolean, tableSize: number): Uint8Array[] {
+/** The answer to a pull: the keys follow unless the asker's fingerprint is current (all zeros: never). */
+export function encodeAnswer(keys: KeyDigests, asked: Uint8Array, table: TableList): Uint8Array[] {
   const fingerprint = keys.fingerprint;
   const keysFollow = asked.every((byte) => byte === 0) || !equalBytes(asked, fingerprint);
-  const header = new Uint8Array(HEADER_BYTES);
-  const view = new DataView(header.buffer);
-  header[0] = SYNC_VERSION;
-  header[1] = (inTable ? FLAG_IN_TABLE : 0) | (keysFollow ? FLAG_KEYS : 0);
-  view.setUint32(2, tableSize);
-  view.setUint32(6, keys.size);
-  header.set(fingerprint, 10);
-  if (!keysFollow) return [header];
+  const head = new Uint8Array(ANSWER_HEAD_BYTES + tableEntries(table?.length ?? TABLE_TOO_LARGE) * DIGEST_BYTES);
+  const view = new DataView(head.buffer);
+  head[0] = SYNC_VERSION;
+  head[1] = keysFollow ? FLAG_KEYS : 0;
+  view.setUint16(2, table === undefined ? TABLE_TOO_LARGE : table.length);
+  view.setUint32(4, keys.size);
+  head.set(fingerprint, 8);
+  writeTable(head, ANSWER_HEAD_BYTES, table);
+  if (!keysFollow) return [head];
   const body = new Uint8Array(keys.size * DIGEST_BYTES);
   let at = 0;
   for (const digest of keys.digests()) {
     body.set(digest, at);
     at += DIGEST_BYTES;
   }
-  return [header, body];
+  return [head, body];
 }
 
-export function decodeHeader(bytes: Uint8Array, maxKeys: number): SyncHeader {
-  if (bytes.length < HEADER_BYTES) throw new SyncProtocolError(`answer of ${bytes.length} bytes, shorter than its header`);
-  if (bytes[0] !== SYNC_VERSION) throw new SyncProtocolError(`answer version ${bytes[0]}, want ${SYNC_VERSION}`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
-  const flags = bytes[1]!;
-  const count = view.getUint32(6);
+/** The bytes a whole answer has, from its first ANSWER_HEAD_BYTES. */
+export function answerBytes(head: Uint8Array, maxKeys: number): number {
+  if (head[0] !== SYNC_VERSION) throw new SyncProtocolError(`answer version ${head[0]}, want ${SYNC_VERSION}`);
+  const view = new DataView(head.buffer, head.byteOffset, ANSWER_HEAD_BYTES);
+  const count = view.getUint32(4);
   if (count > maxKeys) throw new SyncProtocolError(`answer announces ${count} keys, more than the ${maxKeys} accepted`);
-  return {
-    inTable: (flags & FLAG_IN_TABLE) !== 0,
-    keysFollow: (flags & FLAG_KEYS) !== 0,
-    tableSize: view.getUint32(2),
-    count,
-    fingerprint: bytes.slice(10, HEADER_BYTES),
-  };
+  return ANSWER_HEAD_BYTES + (tableEntries(view.getUint16(2)) + ((head[1]! & FLAG_KEYS) !== 0 ? count : 0)) * DIGEST_BYTES;
 }
 
-/** The bytes a whole answer with this header has. */
-export function answerBytes(header: SyncHeader): number {
-  return HEADER_BYTES + (header.keysFollow ? header.count * DIGEST_BYTES : 0);
+/** A whole answer, checked: exactly as long as its head says, its keys matching its fingerprint. */
+export function decodeAnswer(bytes: Uint8Array, maxKeys: number): Answer {
+  if (bytes.length < ANSWER_HEAD_BYTES) throw new SyncProtocolError(`answer of ${bytes.length} bytes, shorter than its head`);
+  const want = answerBytes(bytes, maxKeys);
+  if (bytes.length !== want) throw new SyncProtocolError(`answer of ${bytes.length} bytes, its head says ${want}`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, ANSWER_HEAD_BYTES);
+  const count = view.getUint32(4);
+  const fingerprint = bytes.slice(8, ANSWER_HEAD_BYTES);
+  const [table, at] = readTable(bytes, ANSWER_HEAD_BYTES, view.getUint16(2));
+  if ((bytes[1]! & FLAG_KEYS) === 0) return { table, count, fingerprint, digests: undefined };
+  const digests = slices(bytes, at);
+  const sum = new Uint8Array(DIGEST_BYTES);
+  for (const digest of digests) xorInto(sum, digest);
+  if (!equalBytes(sum, fingerprint)) throw new SyncProtocolError('the keys do not match the fingerprint their header gives');
+  return { table, count, fingerprint, digests };
 }
 
-/** The digests after the header; the answer must be exactly as long as its header says. */
-export function decodeDigests(bytes: Uint8Array, header: SyncHeader): Uint8Array[] {
-  if (bytes.length !== answerBytes(header)) throw new SyncProtocolError(`answer of ${bytes.length} bytes, its header says ${answerBytes(header)}`);
-  if (!header.keysFollow) return [];
-  const digests: Uint8Array[] = [];
-  for (let at = HEADER_BYTES; at < bytes.length; at += DIGEST_BYTES) digests.push(bytes.subarray(at, at + DIGEST_BYTES));
-  const fingerprint = new Uint8Array(DIGEST_BYTES);
-  for (const digest of digests) xorInto(fingerprint, digest);
-  if (!equalBytes(fingerprint, header.fingerprint)) throw new SyncProtocolError('the keys do not match the fingerprint their header gives');
-  return digests;
+function tableEntries(count: number): number {
+  return count === TABLE_TOO_LARGE ? 0 : count;
+}
+
+function writeTable(out: Uint8Array, at: number, table: TableList): number {
+  for (const hash of table ?? []) {
+    out.set(Buffer.from(hash, 'hex'), at);
+    at += DIGEST_BYTES;
+  }
+  return at;
+}
+
+function readTable(bytes: Uint8Array, at: number, count: number): [TableList, number] {
+  if (count === TABLE_TOO_LARGE) return [undefined, at];
+  const table: string[] = [];
+  for (let i = 0; i < count; i++, at += DIGEST_BYTES) table.push(Buffer.from(bytes.subarray(at, at + DIGEST_BYTES)).toString('hex'));
+  return [table, at];
+}
+
+function slices(bytes: Uint8Array, from: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let at = from; at < bytes.length; at += DIGEST_BYTES) out.push(bytes.subarray(at, at + DIGEST_BYTES));
+  return out;
 }
 
 function xorInto(target: Uint8Array, digest: Uint8Array): void {

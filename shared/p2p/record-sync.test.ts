@@ -10,7 +10,8 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { DHT_PROTOCOL, type DhtRouter } from './dht-router.ts';
 import { RECORD_SYNC_PROTOCOL } from './record-sync.ts';
-import { HEADER_BYTES, KeyDigests, MESSAGE_HEAD_BYTES, PUSH_ACK, encodeAnswer, encodePush } from './record-sync-wire.ts';
+import { ANSWER_HEAD_BYTES, KeyDigests, MESSAGE_HEAD_BYTES, PUSH_ACK, decodeMessage, encodeAnswer, encodePush, messageBytes, peerHash, type Message } from './record-sync-wire.ts';
+import { readAll, sendAll } from './stream-bytes.ts';
 import { keyDigest } from './cid.ts';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { reachablePeerInfo } from './addresses.ts';
@@ -39,7 +40,7 @@ describe('records from every peer in a network smaller than K', function () {
    * A DHT server that is not a DhtRouter: it speaks kad-dht on Shoal's protocol,
    * and answers record requests with `answer` (none: it does not speak the protocol, as an older mirror).
    */
-  async function rawPeer(ip: string, join: DhtRouter, answer?: (stream: Stream) => Promise<void>): Promise<Libp2p> {
+  async function rawPeer(ip: string, join: DhtRouter, answer?: (stream: Stream) => Promise<void>, handle?: (stream: Stream) => Promise<void>): Promise<Libp2p> {
     const node = await createLibp2p({
       addresses: { listen: [`/ip4/${ip}/tcp/0`] },
       transports: [tcp()],
@@ -48,12 +49,32 @@ describe('records from every peer in a network smaller than K', function () {
       services: { identify: identify(), ping: ping(), dht: kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: reachablePeerInfo, allowQueryWithZeroPeers: true }) },
     });
     raw.push(node);
+    if (handle !== undefined) await node.handle(RECORD_SYNC_PROTOCOL, (stream) => handle(stream).catch((err: unknown) => stream.abort(err as Error)));
     if (answer !== undefined) await node.handle(RECORD_SYNC_PROTOCOL, async (stream) => {
       for await (const _ of stream) break;
       await answer(stream);
     });
     await node.dial(multiaddr(join.addresses()[0]));
     return node;
+  }
+
+  /**
+   * A raw peer that speaks the protocol as told: it answers pulls with `table()` as its
+   * routing table and no keys, and hands each push to `onPush` (which may throw to refuse it).
+   */
+  async function protocolPeer(ip: string, join: DhtRouter, table: () => string[], onPush: (message: Extract<Message, { kind: 'push' }>) => void = () => {}): Promise<Libp2p> {
+    const none = new KeyDigests();
+    return rawPeer(ip, join, undefined, async (stream) => {
+      const signal = AbortSignal.timeout(5_000);
+      const message = decodeMessage(await readAll(stream, MESSAGE_HEAD_BYTES, messageBytes, signal));
+      if (message.kind === 'push') {
+        onPush(message);
+        await sendAll(stream, [PUSH_ACK], signal);
+      } else {
+        await sendAll(stream, encodeAnswer(none, message.fingerprint, table()), signal);
+      }
+      await stream.close();
+    });
   }
 
   it('gives a restarted node every peer\'s records, so that its hits and misses ask nobody', async () => {
@@ -96,7 +117,7 @@ describe('records from every peer in a network smaller than K', function () {
     const stats = a!.stats();
     assert.equal(stats.providesSucceeded, 300);
     assert.equal(stats.providesFromTable, 0, 'no kad-dht provide');
-    assert.equal(stats.keysPushed, 900);
+    assert.equal(stats.keysPushed, 900, JSON.stringify(stats));
     assert.ok(stats.pushesSucceeded <= 9, `${stats.pushesSucceeded} pushes`);
     for (const node of others) {
       assert.equal(node.stats().syncedKeys, 300);
@@ -121,14 +142,49 @@ describe('records from every peer in a network smaller than K', function () {
       return Buffer.concat(answer);
     };
     const digests = keys('e', 3).map(keyDigest);
-    const short = encodePush(digests).subarray(0, MESSAGE_HEAD_BYTES + 2 * 32);
+    const short = encodePush([], digests).subarray(0, MESSAGE_HEAD_BYTES + 2 * 32);
     assert.deepEqual([...(await send(short))], []);
-    const long = Buffer.concat([encodePush(digests), new Uint8Array(32)]);
+    const long = Buffer.concat([encodePush([], digests), new Uint8Array(32)]);
     assert.deepEqual([...(await send(long))], []);
     assert.equal(a!.stats().syncedKeys, 0);
-    assert.deepEqual([...(await send(encodePush(digests)))], [...PUSH_ACK]);
+    assert.deepEqual([...(await send(encodePush([], digests)))], [...PUSH_ACK]);
     assert.equal(a!.stats().syncedKeys, 3);
     assert.deepEqual(await lookupAll(a!, keys('e', 3)[1]!, 300), [{ peerId: pusher.peerId.toString(), host: '127.0.0.191' }]);
+  });
+
+  describe('trusts its records only when every peer\'s table holds this node and nobody it does not know', () => {
+    for (const [what, table, complete] of [
+      ['lists this node', (self: string) => [self], true],
+      ['does not list this node', () => [], false],
+      ['lists a peer this node does not know', (self: string) => [self, peerHash('12D3KooWSomebodyElse')], false],
+    ] as const) {
+      it(`a peer whose table ${what}: ${complete ? 'complete' : 'asks the network'}`, async () => {
+        const [a] = await mesh(1, 200, { recordSyncIntervalMs: 300 });
+        await protocolPeer('127.0.0.201', a!, () => table(peerHash(a!.peerId)));
+        await until('a asked the peer twice', () => a!.stats().syncsSucceeded >= 2, 8_000);
+        await until('a looked around', () => a!.stats().providesCanUseTable, 8_000);
+        assert.equal(a!.stats().recordsComplete, complete);
+        await lookupAll(a!, 'sha256:anything', 300);
+        assert.equal(a!.stats().lookupsLocal, complete ? 1 : 0);
+      });
+    }
+  });
+
+  it('pushes again to a peer that refused a push, and never pushes a key withdrawn before it went', async () => {
+    const [a] = await mesh(1, 205);
+    const got: string[] = [];
+    let refuse = 1;
+    await protocolPeer('127.0.0.206', a!, () => [peerHash(a!.peerId)], (message) => {
+      if (message.digests.length > 0 && refuse-- > 0) throw new Error('refused once');
+      for (const digest of message.digests) got.push(Buffer.from(digest).toString('hex'));
+    });
+    await until('a can push', () => a!.stats().recordsComplete, 8_000);
+    a!.advertise(['sha256:kept', 'sha256:gone']);
+    a!.withdraw(['sha256:gone']);
+    await until('the peer stored the push', () => got.length > 0, 8_000);
+    assert.deepEqual(got, [Buffer.from(keyDigest('sha256:kept')).toString('hex')]);
+    assert.equal(a!.stats().pushesFailed, 1);
+    assert.equal(a!.stats().providesFromTable, 0, 'pushed, not provided through kad-dht');
   });
 
   it('takes a peer\'s keys once, then only its fingerprint until they change', async () => {
@@ -173,11 +229,11 @@ describe('records from every peer in a network smaller than K', function () {
   });
 
   for (const [what, answer] of [
-    ['announces more keys than it sends', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), true, 1); return [header!, body!.subarray(32)]; }],
-    ['sends keys that do not match its fingerprint', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), true, 1); body![0]! ^= 1; return [header!, body!]; }],
-    ['sends more bytes than its header says', (digests: KeyDigests) => [...encodeAnswer(digests, new Uint8Array(32), true, 1), new Uint8Array(5)]],
-    ['answers with a truncated header', () => [new Uint8Array(HEADER_BYTES - 1)]],
-    ['announces more keys than accepted', (digests: KeyDigests) => { const [header] = encodeAnswer(digests, new Uint8Array(32), true, 1); new DataView(header!.buffer).setUint32(6, 2_000_000); return [header!]; }],
+    ['announces more keys than it sends', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), []); return [header!, body!.subarray(32)]; }],
+    ['sends keys that do not match its fingerprint', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), []); body![0]! ^= 1; return [header!, body!]; }],
+    ['sends more bytes than its header says', (digests: KeyDigests) => [...encodeAnswer(digests, new Uint8Array(32), []), new Uint8Array(5)]],
+    ['answers with a truncated header', () => [new Uint8Array(ANSWER_HEAD_BYTES - 1)]],
+    ['announces more keys than accepted', (digests: KeyDigests) => { const [header] = encodeAnswer(digests, new Uint8Array(32), []); new DataView(header!.buffer).setUint32(4, 2_000_000); return [header!]; }],
   ] as const) {
     it(`stores nothing from a peer that ${what}, and asks the network meanwhile`, async () => {
       const [a] = await mesh(1, 180);

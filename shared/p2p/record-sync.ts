@@ -14,18 +14,17 @@
  * - Push. Once every table peer has answered a pull, a provide below K is a
  *   push: the keys advertised in a burst go to every table peer in one
  *   stream each, where kad-dht sends an ADD_PROVIDER per key and peer. A
- *   push that fails is made up by the peer's next pull. A table with a peer
- *   that does not answer pulls (an older version) makes provides go through
- *   kad-dht, which reaches it.
+ *   push that fails is sent again while the peer stays in the table
+ *   (push-outbox.ts). A table with a peer that does not answer pulls (an
+ *   older version) makes provides go through kad-dht, which reaches it.
  *
  * The node's own records are complete, and a miss may be trusted, when:
  * - its routing table holds 1 to K-1 peers and kad-dht's first self-query has
  *   ended, so the table is every DHT server it can learn of (small-network.ts);
  * - it holds a copy, checked within the last two intervals, of every table
- *   peer's keys, and each of those peers said then that this node is in its
- *   routing table (so the peer's later pushes and provides reach it) and that
- *   its table is no larger than this node's (the peer knows nobody this node
- *   does not).
+ *   peer's keys, and each of those peers' tables, as the peer last said (in
+ *   an answer, or a push it sends whenever its table changes), holds this
+ *   node (so the peer's pushes reach it) and nobody this node does not know.
  * Otherwise a lookup asks the network as kad-dht does. What this leaves out:
  * a push still on its way (milliseconds after a pull), and a peer that this
  * node and all of its peers have not met yet. Both cost a miss, which goes
@@ -35,7 +34,24 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import type { CID } from 'multiformats/cid';
 import type { Logger } from '../log.ts';
 import { digestToCid } from './cid.ts';
-import { answerBytes, decodeDigests, decodeHeader, decodeMessage, encodeAnswer, encodePull, encodePush, HEADER_BYTES, MESSAGE_HEAD_BYTES, messageBytes, PUSH_ACK, SyncProtocolError, type KeyDigests } from './record-sync-wire.ts';
+import { PushOutbox, type PushOutboxStats } from './push-outbox.ts';
+import {
+  ANSWER_HEAD_BYTES,
+  answerBytes,
+  decodeAnswer,
+  decodeMessage,
+  encodeAnswer,
+  encodePull,
+  encodePush,
+  MESSAGE_HEAD_BYTES,
+  messageBytes,
+  peerHash,
+  PUSH_ACK,
+  SyncProtocolError,
+  type KeyDigests,
+  type TableList,
+} from './record-sync-wire.ts';
+import { readAll, sendAll } from './stream-bytes.ts';
 
 export const RECORD_SYNC_PROTOCOL = '/shoal/records/1.0.0';
 
@@ -45,6 +61,8 @@ interface KadTable extends EventTarget {
   readonly kBucketSize: number;
   find(peer: PeerId): Promise<PeerId | undefined>;
   closestPeers(kadId: Uint8Array, options: { count: number }): PeerId[];
+  /** Adds a peer that talks to this node (queued; pings the oldest when a bucket is full). */
+  queueRoutingTableUpdate(peer: PeerId): void;
 }
 interface KadProviders {
   addProvider(cid: CID, provider: PeerId, options?: { signal?: AbortSignal }): Promise<void>;
@@ -73,47 +91,43 @@ export interface RecordSyncInit {
   looked: () => boolean;
   /** Ask peers for their keys (false: a client, whose copies could never be complete). */
   ask: boolean;
-  /** Time between checks of each peer's keys. Default 30 s. */
+  /** Time between checks of each peer's keys. Default 30 s, at most a quarter of the TTL. */
   intervalMs?: number;
   /** How long records live: a full copy is asked for once half of it passed. */
   ttlMs: number;
-  /** Most keys taken from one peer. Default 1,000,000 (32 MB). */
+  /** Most keys taken from one peer's answer. Default 1,000,000 (32 MB). */
   maxKeys?: number;
   logger: Logger;
 }
 
-export interface RecordSyncStats {
+export interface RecordSyncStats extends PushOutboxStats {
   /** Whether a miss may be answered from this node's own records now. */
   readonly complete: boolean;
   readonly syncsSucceeded: number;
   readonly syncsFailed: number;
   /** Keys stored from peers' answers (a full copy counts all its keys) and pushes. */
   readonly keysReceived: number;
-  /** Pushes that a peer stored, and the keys in them (counted once per peer). */
-  readonly pushesSucceeded: number;
-  readonly keysPushed: number;
-  /** Pushes to a peer that failed (the peer's next pull brings the keys). */
-  readonly pushesFailed: number;
 }
 
-/** What a peer said when last asked. */
+/** What a peer said last. */
 interface PeerCopy {
-  readonly inTable: boolean;
-  readonly tableSize: number;
+  /** Its routing table: hashes of peer ids (record-sync-wire.ts); undefined when it holds K or more. */
+  readonly table: TableList;
   readonly fingerprint: Uint8Array;
   /** When its keys were last stored whole. */
   readonly fullAt: number;
+  /** When it last answered a pull. */
   readonly checkedAt: number;
 }
 
 const DEFAULT_INTERVAL_MS = 30_000;
-/** Keys in one push: 512 KiB. */
-const MAX_PUSH_KEYS = 16_384;
 const DEFAULT_MAX_KEYS = 1_000_000;
 const EXCHANGE_TIMEOUT_MS = 10_000;
 const FIRST_RETRY_MS = 500;
-/** A table peer's removal: the others' sizes are stale, ask them again once the table settled. */
+/** A table peer's removal: the others' tables may still list it, ask them again once the table settled. */
 const RECHECK_AFTER_REMOVE_MS = 500;
+/** Records stored between checks of the exchange's signal. */
+const STORE_BATCH = 1024;
 const ANY_KAD_ID = new Uint8Array(32);
 
 function isKadInternals(dht: unknown): dht is KadInternals {
@@ -121,6 +135,7 @@ function isKadInternals(dht: unknown): dht is KadInternals {
   return (
     typeof d?.routingTable?.find === 'function' &&
     typeof d.routingTable.closestPeers === 'function' &&
+    typeof d.routingTable.queueRoutingTableUpdate === 'function' &&
     typeof d.routingTable.kBucketSize === 'number' &&
     typeof d.providers?.addProvider === 'function' &&
     typeof d.providers.getProviders === 'function'
@@ -133,30 +148,35 @@ export class RecordSync {
   readonly #providers: KadProviders;
   readonly #intervalMs: number;
   readonly #maxKeys: number;
+  readonly #selfHash: string;
   readonly #copies = new Map<string, PeerCopy>();
+  /** Bumped when a peer enters or leaves the table: an answer from before is not kept. */
+  readonly #generation = new Map<string, number>();
   /** Per peer: its next check, and how long the wait after a failure was. */
   readonly #scheduled = new Map<string, { timer: NodeJS.Timeout; backoffMs: number }>();
   readonly #running = new Set<string>();
+  /** Checks asked for while one of the same peer ran: run once it ends. */
+  readonly #again = new Set<string>();
+  readonly #outbox: PushOutbox;
   readonly #closing = new AbortController();
   readonly #tick: NodeJS.Timeout | undefined;
   #recheck: NodeJS.Timeout | undefined;
-  /** The routing table's peers, listed again after the table changed: asked on every provide and lookup. */
-  #peers: PeerId[] | undefined;
+  /** The routing table's peers and their hashes, listed again after it changed: asked on every provide and lookup. */
+  #peers: { ids: PeerId[]; hashes: Set<string> } | undefined;
   #succeeded = 0;
   #failed = 0;
   #keysReceived = 0;
-  #keysPushed = 0;
-  #pushesSucceeded = 0;
-  #pushesFailed = 0;
-  /** Digests waiting for the next push, and the push running now. */
-  #toPush: Uint8Array[] = [];
-  #pushing: Promise<void> | undefined;
 
   /** Installs the protocol handler; throws if this kad-dht's internals are not the ones it knows. */
   static async start(init: RecordSyncInit): Promise<RecordSync> {
     if (!isKadInternals(init.dht)) throw new Error('@libp2p/kad-dht internals (routingTable, providers) not found: this kad-dht version is not supported');
     const sync = new RecordSync(init, init.dht);
-    await init.node.handle(RECORD_SYNC_PROTOCOL, (stream, connection) => sync.#answer(stream, connection), { maxInboundStreams: 32 });
+    try {
+      await init.node.handle(RECORD_SYNC_PROTOCOL, (stream, connection) => sync.#answer(stream, connection), { maxInboundStreams: 32 });
+    } catch (err) {
+      await sync.close();
+      throw err;
+    }
     return sync;
   }
 
@@ -164,21 +184,29 @@ export class RecordSync {
     this.#init = init;
     this.#table = dht.routingTable;
     this.#providers = dht.providers;
-    this.#intervalMs = init.intervalMs ?? DEFAULT_INTERVAL_MS;
+    this.#intervalMs = init.intervalMs ?? Math.min(DEFAULT_INTERVAL_MS, init.ttlMs / 4);
     this.#maxKeys = init.maxKeys ?? DEFAULT_MAX_KEYS;
+    this.#selfHash = peerHash(init.node.peerId.toString());
+    this.#outbox = new PushOutbox({
+      send: (peer, keys, signal) => this.#pushTo(peer, keys, signal),
+      inTable: (peer) => this.#tablePeers().hashes.has(peerHash(peer.toString())),
+      maxRetryMs: this.#intervalMs,
+      logger: init.logger,
+    });
     this.#table.addEventListener('peer:add', this.#onPeerAdd);
     this.#table.addEventListener('peer:remove', this.#onPeerRemove);
     if (!init.ask) return;
     this.#tick = setInterval(() => {
-      for (const peer of this.#tablePeers()) this.#schedule(peer, Math.random() * Math.min(1_000, this.#intervalMs / 10));
+      for (const peer of this.#tablePeers().ids) this.#schedule(peer, Math.random() * Math.min(1_000, this.#intervalMs / 10));
     }, this.#intervalMs);
     this.#tick.unref();
-    for (const peer of this.#tablePeers()) this.#schedule(peer, 0);
+    for (const peer of this.#tablePeers().ids) this.#schedule(peer, 0);
   }
 
   /** Whether this node's own records hold every record of the network (the rules above). */
   complete(): boolean {
-    return this.#everyTablePeer((copy, size) => copy.inTable && copy.tableSize <= size);
+    const { hashes } = this.#tablePeers();
+    return this.#everyTablePeer((copy) => copy.table !== undefined && copy.table.includes(this.#selfHash) && copy.table.every((h) => h === this.#selfHash || hashes.has(h)));
   }
 
   /**
@@ -195,15 +223,14 @@ export class RecordSync {
     return this.#providers.addProvider(cid, this.#init.node.peerId, { signal });
   }
 
-  /** Sends a key this node now advertises to every table peer, in the next push. */
-  push(digest: Uint8Array): void {
-    this.#toPush.push(digest);
-    this.#startPushing();
+  /** Sends a key this node now advertises to every table peer, in the next push (unless withdrawn by then). */
+  push(key: string): void {
+    if (this.#init.ask) this.#outbox.add(this.#tablePeers().ids, key);
   }
 
-  /** Resolves when no push is waiting or running. */
-  async pushesIdle(): Promise<void> {
-    while (this.#pushing !== undefined) await this.#pushing;
+  /** Resolves when every peer got its pushes, or is waiting to be tried again. */
+  pushesIdle(): Promise<void> {
+    return this.#outbox.idle();
   }
 
   /** The providers this node's own records name for a key. */
@@ -212,20 +239,12 @@ export class RecordSync {
   }
 
   stats(): RecordSyncStats {
-    return {
-      complete: this.complete(),
-      syncsSucceeded: this.#succeeded,
-      syncsFailed: this.#failed,
-      keysReceived: this.#keysReceived,
-      pushesSucceeded: this.#pushesSucceeded,
-      keysPushed: this.#keysPushed,
-      pushesFailed: this.#pushesFailed,
-    };
+    return { complete: this.complete(), syncsSucceeded: this.#succeeded, syncsFailed: this.#failed, keysReceived: this.#keysReceived, ...this.#outbox.stats() };
   }
 
   async close(): Promise<void> {
     this.#closing.abort();
-    this.#toPush = [];
+    this.#outbox.close();
     clearInterval(this.#tick);
     clearTimeout(this.#recheck);
     for (const { timer } of this.#scheduled.values()) clearTimeout(timer);
@@ -236,88 +255,69 @@ export class RecordSync {
   }
 
   /** Below K, looked around, and every table peer's copy checked lately and passing `ok`. */
-  #everyTablePeer(ok: (copy: PeerCopy, tableSize: number) => boolean): boolean {
+  #everyTablePeer(ok: (copy: PeerCopy) => boolean): boolean {
     const size = this.#table.size;
     if (size === 0 || size >= this.#table.kBucketSize || !this.#init.looked()) return false;
     const now = Date.now();
-    for (const peer of this.#tablePeers()) {
+    for (const peer of this.#tablePeers().ids) {
       const copy = this.#copies.get(peer.toString());
-      if (copy === undefined || now - copy.checkedAt > 2 * this.#intervalMs || !ok(copy, size)) return false;
+      if (copy === undefined || now - copy.checkedAt > 2 * this.#intervalMs || !ok(copy)) return false;
     }
     return true;
   }
 
-  #startPushing(): void {
-    if (this.#pushing !== undefined || this.#closing.signal.aborted) return;
-    this.#pushing = this.#pushAll().finally(() => {
-      this.#pushing = undefined;
-      if (this.#toPush.length > 0) this.#startPushing();
-    });
-  }
-
-  /** Pushes what waits, batch after batch: keys advertised while one is on its way go in the next. */
-  async #pushAll(): Promise<void> {
-    // A burst of provides in one turn of the event loop goes in one push.
-    await new Promise((resolve) => setImmediate(resolve));
-    while (this.#toPush.length > 0 && !this.#closing.signal.aborted) {
-      const batch = this.#toPush.splice(0, MAX_PUSH_KEYS);
-      await Promise.all(
-        this.#tablePeers().map(async (peer) => {
-          try {
-            await this.#pushTo(peer, batch);
-            this.#pushesSucceeded++;
-            this.#keysPushed += batch.length;
-          } catch (err) {
-            if (this.#closing.signal.aborted) return;
-            this.#pushesFailed++;
-            this.#init.logger.debug('could not push keys to a peer; its next pull brings them', { peer: peer.toString(), keys: batch.length, err: err as Error });
-          }
-        }),
-      );
+  #tablePeers(): { ids: PeerId[]; hashes: Set<string> } {
+    // Also when no event said so yet: kad-dht puts a peer in its bucket before it dispatches peer:add.
+    if (this.#peers === undefined || this.#peers.ids.length !== this.#table.size) {
+      const ids = this.#table.size === 0 ? [] : this.#table.closestPeers(ANY_KAD_ID, { count: this.#table.size });
+      this.#peers = { ids, hashes: new Set(ids.map((id) => peerHash(id.toString()))) };
     }
-  }
-
-  async #pushTo(peer: PeerId, digests: readonly Uint8Array[]): Promise<void> {
-    const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
-    const stream = await this.#init.node.dialProtocol(peer, RECORD_SYNC_PROTOCOL, { signal });
-    try {
-      const reading = readAll(stream, PUSH_ACK.length, () => PUSH_ACK.length, signal);
-      reading.catch(() => {});
-      if (!stream.send(encodePush(digests))) await drained(stream, signal);
-      await stream.close({ signal });
-      const ack = await reading;
-      if (ack.length !== 1 || ack[0] !== PUSH_ACK[0]) throw new SyncProtocolError(`push answered with ${ack.length} bytes`);
-    } catch (err) {
-      stream.abort(err as Error);
-      throw err;
-    }
-  }
-
-  #tablePeers(): PeerId[] {
-    this.#peers ??= this.#table.size === 0 ? [] : this.#table.closestPeers(ANY_KAD_ID, { count: this.#table.size });
     return this.#peers;
   }
 
+  /** This node's table as a peer sees it: undefined from K peers on. */
+  #tableList(): TableList {
+    return this.#table.size >= this.#table.kBucketSize ? undefined : [...this.#tablePeers().hashes];
+  }
+
   readonly #onPeerAdd = (event: Event): void => {
-    this.#peers = undefined;
-    if (this.#init.ask) this.#schedule((event as CustomEvent<PeerId>).detail, 0);
+    const peer = (event as CustomEvent<PeerId>).detail;
+    this.#changed(peer.toString());
+    if (this.#init.ask) this.#schedule(peer, 0);
   };
 
   readonly #onPeerRemove = (event: Event): void => {
-    this.#peers = undefined;
+    const id = (event as CustomEvent<PeerId>).detail.toString();
+    this.#changed(id);
+    this.#outbox.drop(id);
+    const scheduled = this.#scheduled.get(id);
+    clearTimeout(scheduled?.timer);
+    this.#scheduled.delete(id);
+    this.#copies.delete(id);
     if (!this.#init.ask) return;
-    this.#copies.delete((event as CustomEvent<PeerId>).detail.toString());
     clearTimeout(this.#recheck);
     this.#recheck = setTimeout(() => {
-      for (const peer of this.#tablePeers()) this.#schedule(peer, 0);
+      for (const peer of this.#tablePeers().ids) this.#schedule(peer, 0);
     }, RECHECK_AFTER_REMOVE_MS);
     this.#recheck.unref();
   };
 
-  /** Asks `peer` after `delayMs`, unless a check of it is due sooner or running. */
+  /** The table changed at `id`: answers from before about it are stale, and every peer hears of the new table. */
+  #changed(id: string): void {
+    this.#peers = undefined;
+    this.#generation.set(id, (this.#generation.get(id) ?? 0) + 1);
+    // A client sends nothing: it is in no table, and a message would put it in one (#answer).
+    if (this.#init.ask) this.#outbox.add(this.#tablePeers().ids, undefined);
+  }
+
+  /** Asks `peer` after `delayMs`, unless a check of it is due sooner; one asked for while one runs runs after it. */
   #schedule(peer: PeerId, delayMs: number, backoffMs = 0): void {
     const id = peer.toString();
-    if (this.#closing.signal.aborted || this.#running.has(id)) return;
+    if (this.#closing.signal.aborted) return;
+    if (this.#running.has(id)) {
+      if (backoffMs === 0) this.#again.add(id);
+      return;
+    }
     const pending = this.#scheduled.get(id);
     if (pending !== undefined) {
       if (backoffMs === 0 && pending.backoffMs === 0) return;
@@ -333,13 +333,14 @@ export class RecordSync {
 
   async #check(peer: PeerId, backoffMs: number): Promise<void> {
     const id = peer.toString();
+    if (!this.#tablePeers().hashes.has(peerHash(id))) return;
     this.#running.add(id);
     let retry = false;
     try {
       const copy = await this.#ask(peer);
       this.#succeeded++;
-      // Not in its table yet: its provides do not reach this node, ask again soon.
-      retry = !copy.inTable;
+      // Not in its table yet: its pushes do not reach this node, ask again soon.
+      retry = copy !== undefined && copy.table?.includes(this.#selfHash) !== true;
     } catch (err) {
       if (this.#closing.signal.aborted) return;
       this.#failed++;
@@ -349,119 +350,100 @@ export class RecordSync {
     } finally {
       this.#running.delete(id);
     }
-    if (!retry || (await this.#table.find(peer)) === undefined) return;
+    if (this.#again.delete(id)) {
+      this.#schedule(peer, 0);
+      return;
+    }
+    if (!retry || !this.#tablePeers().hashes.has(peerHash(id))) return;
     const next = Math.min(backoffMs === 0 ? FIRST_RETRY_MS : backoffMs * 2, this.#intervalMs);
     this.#schedule(peer, next, next);
   }
 
-  /** One exchange with `peer`: its header, and its keys stored when they changed or the copy is getting old. */
-  async #ask(peer: PeerId): Promise<PeerCopy> {
+  /** One pull from `peer`: its table, and its keys stored when they changed or the copy is getting old. Undefined: the table changed meanwhile. */
+  async #ask(peer: PeerId): Promise<PeerCopy | undefined> {
     const id = peer.toString();
+    const generation = this.#generation.get(id);
     const previous = this.#copies.get(id);
     const now = Date.now();
     const fresh = previous !== undefined && now - previous.fullAt < this.#init.ttlMs / 2;
     const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
     const stream = await this.#init.node.dialProtocol(peer, RECORD_SYNC_PROTOCOL, { signal });
-    let answer: Uint8Array;
+    let bytes: Uint8Array;
     try {
       // Reading from the start: the answer may come while the request is still closing.
-      const reading = readAll(stream, HEADER_BYTES, (head) => answerBytes(decodeHeader(head, this.#maxKeys)), signal);
+      const reading = readAll(stream, ANSWER_HEAD_BYTES, (head) => answerBytes(head, this.#maxKeys), signal);
       reading.catch(() => {});
-      stream.send(encodePull(fresh ? previous.fingerprint : undefined));
+      await sendAll(stream, [encodePull(fresh ? previous.fingerprint : undefined)], signal);
       await stream.close({ signal });
-      answer = await reading;
+      bytes = await reading;
     } catch (err) {
       stream.abort(err as Error);
       throw err;
     }
-    const header = decodeHeader(answer, this.#maxKeys);
-    if (!header.keysFollow && !fresh) throw new SyncProtocolError('the peer sent no keys for a request of all of them');
-    const digests = decodeDigests(answer, header);
-    for (const digest of digests) await this.#providers.addProvider(digestToCid(digest), peer);
-    this.#keysReceived += digests.length;
+    const answer = decodeAnswer(bytes, this.#maxKeys);
+    if (answer.digests === undefined && !fresh) throw new SyncProtocolError('the peer sent no keys for a request of all of them');
+    await this.#store(answer.digests ?? [], peer, signal);
+    // Left or came back while this ran: what it said is about the table before.
+    if (this.#generation.get(id) !== generation) return undefined;
     const copy: PeerCopy = {
-      inTable: header.inTable,
-      tableSize: header.tableSize,
-      fingerprint: header.fingerprint,
-      fullAt: fresh && !header.keysFollow ? previous.fullAt : now,
+      table: answer.table,
+      fingerprint: answer.fingerprint,
+      fullAt: fresh && answer.digests === undefined ? previous.fullAt : now,
       checkedAt: now,
     };
     this.#copies.set(id, copy);
     return copy;
   }
 
+  /** Stores keys as records of `peer`, as its ADD_PROVIDER would. */
+  async #store(digests: readonly Uint8Array[], peer: PeerId, signal: AbortSignal): Promise<void> {
+    for (const [i, digest] of digests.entries()) {
+      if (i % STORE_BATCH === 0) signal.throwIfAborted();
+      await this.#providers.addProvider(digestToCid(digest), peer);
+    }
+    this.#keysReceived += digests.length;
+  }
+
+  /** One push to `peer`: this node's table, and the keys not withdrawn since they were queued. */
+  async #pushTo(peer: PeerId, keys: readonly string[], closing: AbortSignal): Promise<number> {
+    const digests = keys.flatMap((key) => this.#init.keys.digestOf(key) ?? []);
+    const signal = AbortSignal.any([closing, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
+    const stream = await this.#init.node.dialProtocol(peer, RECORD_SYNC_PROTOCOL, { signal });
+    try {
+      const reading = readAll(stream, PUSH_ACK.length, () => PUSH_ACK.length, signal);
+      reading.catch(() => {});
+      await sendAll(stream, [encodePush(this.#tableList(), digests)], signal);
+      await stream.close({ signal });
+      const ack = await reading;
+      if (ack.length !== 1 || ack[0] !== PUSH_ACK[0]) throw new SyncProtocolError(`push answered with ${ack.length} bytes`);
+    } catch (err) {
+      stream.abort(err as Error);
+      throw err;
+    }
+    return digests.length;
+  }
+
   async #answer(stream: Stream, connection: Connection): Promise<void> {
     const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
+    const peer = connection.remotePeer;
     try {
-      const message = decodeMessage(await readAll(stream, MESSAGE_HEAD_BYTES, (head) => messageBytes(head, this.#maxKeys), signal), this.#maxKeys);
+      const message = decodeMessage(await readAll(stream, MESSAGE_HEAD_BYTES, messageBytes, signal));
+      // A peer that talks to this node belongs in its table (kad-dht adds peers on new connections only);
+      // only servers send these messages.
+      if (this.#table.size < this.#table.kBucketSize && !this.#tablePeers().hashes.has(peerHash(peer.toString()))) this.#table.queueRoutingTableUpdate(peer);
       if (message.kind === 'push') {
         // Only a peer itself says what it provides, as with kad-dht's ADD_PROVIDER.
-        for (const digest of message.digests) await this.#providers.addProvider(digestToCid(digest), connection.remotePeer);
-        this.#keysReceived += message.digests.length;
-        stream.send(PUSH_ACK);
+        await this.#store(message.digests, peer, signal);
+        const copy = this.#copies.get(peer.toString());
+        if (copy !== undefined) this.#copies.set(peer.toString(), { ...copy, table: message.table });
+        await sendAll(stream, [PUSH_ACK], signal);
       } else {
-        const inTable = (await this.#table.find(connection.remotePeer)) !== undefined;
-        for (const part of encodeAnswer(this.#init.keys, message.fingerprint, inTable, this.#table.size)) {
-          if (!stream.send(part)) await drained(stream, signal);
-        }
+        await sendAll(stream, encodeAnswer(this.#init.keys, message.fingerprint, this.#tableList()), signal);
       }
       await stream.close({ signal });
     } catch (err) {
       stream.abort(err as Error);
-      if (!this.#closing.signal.aborted) this.#init.logger.debug('could not answer a peer\'s request for records', { peer: connection.remotePeer.toString(), err: err as Error });
+      if (!this.#closing.signal.aborted) this.#init.logger.debug('could not answer a peer\'s records message', { peer: peer.toString(), err: err as Error });
     }
   }
-}
-
-/**
- * A stream's bytes until the remote closes its side. Once `headBytes` came,
- * `limitFor(head)` says how many bytes the whole may have; more is a protocol
- * error, found as soon as they come.
- */
-async function readAll(stream: Stream, headBytes: number, limitFor: (head: Uint8Array) => number, signal: AbortSignal): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let length = 0;
-  let limit: number | undefined;
-  const onAbort = () => stream.abort(signal.reason as Error);
-  signal.addEventListener('abort', onAbort, { once: true });
-  try {
-    for await (const chunk of stream) {
-      const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray();
-      parts.push(bytes);
-      length += bytes.length;
-      if (limit === undefined && length >= headBytes) limit = limitFor(concat(parts, length).subarray(0, headBytes));
-      if (limit !== undefined && length > limit) throw new SyncProtocolError(`more than the ${limit} bytes expected`);
-    }
-    signal.throwIfAborted();
-    return concat(parts, length);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
-}
-
-function concat(parts: Uint8Array[], length: number): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
-function drained(stream: Stream, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      stream.removeEventListener('drain', done);
-      stream.removeEventListener('close', done);
-      signal.removeEventListener('abort', done);
-      if (signal.aborted) reject(signal.reason as Error);
-      else if (stream.status !== 'open') reject(new Error('stream closed while sending'));
-      else resolve();
-    };
-    stream.addEventListener('drain', done);
-    stream.addEventListener('close', done);
-    signal.addEventListener('abort', done);
-  });
 }

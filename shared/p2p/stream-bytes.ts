@@ -1,0 +1,66 @@
+/** Whole messages over libp2p streams: read to the remote's end within a bound, and send with backpressure. */
+import type { Stream } from '@libp2p/interface';
+
+export class StreamLengthError extends Error {
+  override name = 'StreamLengthError';
+}
+
+/**
+ * A stream's bytes until the remote closes its side. Once `headBytes` came,
+ * `limitFor(head)` says how many bytes the whole may have (it throws for a
+ * head it refuses); more is an error, found as soon as they come.
+ */
+export async function readAll(stream: Stream, headBytes: number, limitFor: (head: Uint8Array) => number, signal: AbortSignal): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  let limit: number | undefined;
+  const onAbort = () => stream.abort(signal.reason as Error);
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    for await (const chunk of stream) {
+      const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray();
+      parts.push(bytes);
+      length += bytes.length;
+      if (limit === undefined && length >= headBytes) limit = limitFor(concat(parts, length).subarray(0, headBytes));
+      if (limit !== undefined && length > limit) throw new StreamLengthError(`more than the ${limit} bytes expected`);
+    }
+    signal.throwIfAborted();
+    return concat(parts, length);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Sends bytes, waiting for the stream to drain when its buffer is full. */
+export async function sendAll(stream: Stream, parts: readonly Uint8Array[], signal: AbortSignal): Promise<void> {
+  for (const part of parts) {
+    if (!stream.send(part)) await drained(stream, signal);
+  }
+}
+
+function concat(parts: Uint8Array[], length: number): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function drained(stream: Stream, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      stream.removeEventListener('drain', done);
+      stream.removeEventListener('close', done);
+      signal.removeEventListener('abort', done);
+      if (signal.aborted) reject(signal.reason as Error);
+      else if (stream.status !== 'open') reject(new Error('stream closed while sending'));
+      else resolve();
+    };
+    stream.addEventListener('drain', done);
+    stream.addEventListener('close', done);
+    signal.addEventListener('abort', done);
+  });
+}
