@@ -256,6 +256,7 @@ export class DhtRouter implements Router, LivePeers {
         looked: () => provideTargets.looked,
         // A client is in nobody's table: no provide reaches it, so its copies could never be complete.
         ask: !clientMode,
+        isServer: async (peer) => (await node.peerStore.get(peer).catch(() => undefined))?.protocols.includes(DHT_PROTOCOL) === true,
         ...(init.recordSyncIntervalMs !== undefined && { intervalMs: init.recordSyncIntervalMs }),
         ttlMs,
         logger,
@@ -506,6 +507,8 @@ export class DhtRouter implements Router, LivePeers {
       for await (const event of this.#node.services.dht.provide(cid, { signal })) {
         if (event.name === 'PEER_RESPONSE' && event.messageName === 'ADD_PROVIDER') reached++;
       }
+      // kad-dht's provide is done when one peer took the record: peers that take pushes get it surely.
+      if (this.#advertised.has(key)) this.#sync?.push(key);
     } finally {
       // kad-dht wrote our local record before asking the network: undo it if the key was withdrawn meanwhile.
       if (!this.#advertised.has(key)) this.#forget(key);

@@ -28,7 +28,8 @@ export interface PushOutboxStats {
 
 interface PeerBox {
   readonly peer: PeerId;
-  keys: string[];
+  /** In the order they came; a key owed twice (a re-provide) goes once. */
+  keys: Set<string>;
   /** The table changed since the peer last heard from this node. */
   notify: boolean;
   running: boolean;
@@ -58,11 +59,11 @@ export class PushOutbox {
       const id = peer.toString();
       let box = this.#boxes.get(id);
       if (box === undefined) {
-        box = { peer, keys: [], notify: false, running: false, retry: undefined, backoffMs: 0 };
+        box = { peer, keys: new Set(), notify: false, running: false, retry: undefined, backoffMs: 0 };
         this.#boxes.set(id, box);
       }
       if (key === undefined) box.notify = true;
-      else box.keys.push(key);
+      else box.keys.add(key);
       this.#kick(box);
     }
   }
@@ -72,14 +73,14 @@ export class PushOutbox {
     const box = this.#boxes.get(peerId);
     if (box === undefined) return;
     clearTimeout(box.retry);
-    box.keys = [];
+    box.keys = new Set();
     box.notify = false;
     this.#boxes.delete(peerId);
   }
 
   /** Resolves once every peer got what it is owed, or is waiting to be tried again after a failure. */
   async idle(): Promise<void> {
-    const busy = (box: PeerBox) => box.running || (box.retry === undefined && (box.keys.length > 0 || box.notify));
+    const busy = (box: PeerBox) => box.running || (box.retry === undefined && (box.keys.size > 0 || box.notify));
     while ([...this.#boxes.values()].some(busy)) await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
@@ -95,26 +96,35 @@ export class PushOutbox {
   #kick(box: PeerBox): void {
     if (box.running || box.retry !== undefined) return;
     box.running = true;
-    void this.#run(box).finally(() => {
-      box.running = false;
-    });
+    void this.#run(box)
+      .catch((err: unknown) => this.#init.logger.warn('push loop failed', { peer: box.peer.toString(), err: err as Error }))
+      .finally(() => {
+        box.running = false;
+        // Owed something added after the loop's last look and before this step.
+        if ((box.keys.size > 0 || box.notify) && this.#boxes.get(box.peer.toString()) === box && !this.#closing.signal.aborted) this.#kick(box);
+      });
   }
 
   async #run(box: PeerBox): Promise<void> {
     // A burst of provides in one turn of the event loop goes in one push.
     await new Promise((resolve) => setImmediate(resolve));
-    while ((box.keys.length > 0 || box.notify) && this.#boxes.get(box.peer.toString()) === box) {
-      const batch = box.keys.slice(0, MAX_PUSH_KEYS);
+    while ((box.keys.size > 0 || box.notify) && this.#boxes.get(box.peer.toString()) === box) {
+      const batch: string[] = [];
+      for (const key of box.keys) {
+        if (batch.length === MAX_PUSH_KEYS) break;
+        batch.push(key);
+      }
       box.notify = false;
       try {
         // Not `+= await`: that reads the counter before the await, and pushes to other peers run meanwhile.
         const sent = await this.#init.send(box.peer, batch, this.#closing.signal);
         this.#keysPushed += sent;
         this.#succeeded++;
-        box.keys.splice(0, batch.length);
+        for (const key of batch) box.keys.delete(key);
         box.backoffMs = 0;
       } catch (err) {
-        if (this.#closing.signal.aborted) return;
+        // Closing, or the peer left (and maybe came back, with a box of its own) meanwhile.
+        if (this.#closing.signal.aborted || this.#boxes.get(box.peer.toString()) !== box) return;
         this.#failed++;
         // The table may have changed meanwhile: the next try sends it again.
         box.notify = true;

@@ -9,13 +9,17 @@
  * full copy of the answerer's keys (32 zero bytes: send them all).
  * Its answer: version 1, flags (2: keys follow), the answerer's table count
  * (u16; TABLE_TOO_LARGE when it holds K peers or more), its key count (u32),
- * the fingerprint of its keys, the table's peers, then, when flag 2 is set,
- * every key. Keys follow unless the asker sent the answerer's fingerprint.
+ * its table's version (f64), the fingerprint of its keys, the table's peers,
+ * then, when flag 2 is set, every key. Keys follow unless the asker sent the
+ * answerer's fingerprint.
  *
- * Push: version 1, kind 2, the sender's table count (u16) and a key count
- * (u32), the table's peers, then keys the sender has just begun to
- * advertise (none: only its table changed). Its answer: one byte, version 1,
- * once they are stored.
+ * Push: version 1, kind 2, the sender's table count (u16), a key count
+ * (u32), the table's version (f64), the table's peers, then keys the sender
+ * has just begun to advertise (none: only its table changed). Its answer: one
+ * byte, version 1, once they are stored.
+ *
+ * A table's version grows with every change, from the time its node started,
+ * so that an answer or push overtaken by a later one is known to be older.
  *
  * The fingerprint is the XOR of the keys' digests: kept up to date per key,
  * the same whatever the order.
@@ -26,14 +30,16 @@ import { keyDigest } from './cid.ts';
 export const SYNC_VERSION = 1;
 export const DIGEST_BYTES = 32;
 /** Enough of any message a node receives unasked to know its kind and length. */
-export const MESSAGE_HEAD_BYTES = 1 + 1 + 2 + 4;
+export const MESSAGE_HEAD_BYTES = 1 + 1 + 2 + 4 + 8;
 export const PULL_BYTES = 1 + 1 + DIGEST_BYTES;
-export const ANSWER_HEAD_BYTES = 1 + 1 + 2 + 4 + DIGEST_BYTES;
+export const ANSWER_HEAD_BYTES = 1 + 1 + 2 + 4 + 8 + DIGEST_BYTES;
 export const PUSH_ACK = new Uint8Array([SYNC_VERSION]);
 /** A table count that says "K peers or more": such a table is not listed. */
 export const TABLE_TOO_LARGE = 0xffff;
 /** Most keys in one push; more is a protocol error. */
 export const MAX_PUSH_KEYS = 16_384;
+/** Most peers a listed table may have (real ones have fewer than K, 20); more is a protocol error. */
+export const MAX_TABLE_PEERS = 1024;
 
 const KIND_PULL = 1;
 const KIND_PUSH = 2;
@@ -43,12 +49,15 @@ export class SyncProtocolError extends Error {
   override name = 'SyncProtocolError';
 }
 
-/** A sender's routing table: its peers' hashes, or undefined when it holds K peers or more. */
-export type TableList = readonly string[] | undefined;
+/** A sender's routing table: its peers' hashes (undefined when it holds K peers or more), and its version. */
+export interface TableView {
+  readonly peers: readonly string[] | undefined;
+  readonly version: number;
+}
 
 /** What a pull's answer says. */
 export interface Answer {
-  readonly table: TableList;
+  readonly table: TableView;
   readonly count: number;
   readonly fingerprint: Uint8Array;
   /** The keys, when they follow (the asker's copy was not current). */
@@ -56,7 +65,7 @@ export interface Answer {
 }
 
 /** A message a node receives unasked. */
-export type Message = { kind: 'pull'; fingerprint: Uint8Array } | { kind: 'push'; table: TableList; digests: Uint8Array[] };
+export type Message = { kind: 'pull'; fingerprint: Uint8Array } | { kind: 'push'; table: TableView; digests: Uint8Array[] };
 
 /** The keys a node advertises, as digests, with their fingerprint. */
 export class KeyDigests {
@@ -109,15 +118,16 @@ export function encodePull(fingerprint: Uint8Array | undefined): Uint8Array {
   return out;
 }
 
-export function encodePush(table: TableList, digests: readonly Uint8Array[]): Uint8Array {
-  const tableCount = table?.length ?? 0;
+export function encodePush(table: TableView, digests: readonly Uint8Array[]): Uint8Array {
+  const tableCount = table.peers?.length ?? 0;
   const out = new Uint8Array(MESSAGE_HEAD_BYTES + (tableCount + digests.length) * DIGEST_BYTES);
   const view = new DataView(out.buffer);
   out[0] = SYNC_VERSION;
   out[1] = KIND_PUSH;
-  view.setUint16(2, table === undefined ? TABLE_TOO_LARGE : tableCount);
+  view.setUint16(2, table.peers === undefined ? TABLE_TOO_LARGE : tableCount);
   view.setUint32(4, digests.length);
-  let at = writeTable(out, MESSAGE_HEAD_BYTES, table);
+  view.setFloat64(8, table.version);
+  let at = writeTable(out, MESSAGE_HEAD_BYTES, table.peers);
   for (const digest of digests) {
     out.set(digest, at);
     at += DIGEST_BYTES;
@@ -141,23 +151,24 @@ export function decodeMessage(bytes: Uint8Array): Message {
   const want = messageBytes(bytes);
   if (bytes.length !== want) throw new SyncProtocolError(`message of ${bytes.length} bytes, its head says ${want}`);
   if (bytes[1] === KIND_PULL) return { kind: 'pull', fingerprint: bytes.subarray(2) };
-  const tableCount = new DataView(bytes.buffer, bytes.byteOffset, MESSAGE_HEAD_BYTES).getUint16(2);
-  const [table, at] = readTable(bytes, MESSAGE_HEAD_BYTES, tableCount);
-  return { kind: 'push', table, digests: slices(bytes, at) };
+  const view = new DataView(bytes.buffer, bytes.byteOffset, MESSAGE_HEAD_BYTES);
+  const [peers, at] = readTable(bytes, MESSAGE_HEAD_BYTES, view.getUint16(2));
+  return { kind: 'push', table: { peers, version: view.getFloat64(8) }, digests: slices(bytes, at) };
 }
 
 /** The answer to a pull: the keys follow unless the asker's fingerprint is current (all zeros: never). */
-export function encodeAnswer(keys: KeyDigests, asked: Uint8Array, table: TableList): Uint8Array[] {
+export function encodeAnswer(keys: KeyDigests, asked: Uint8Array, table: TableView): Uint8Array[] {
   const fingerprint = keys.fingerprint;
   const keysFollow = asked.every((byte) => byte === 0) || !equalBytes(asked, fingerprint);
-  const head = new Uint8Array(ANSWER_HEAD_BYTES + tableEntries(table?.length ?? TABLE_TOO_LARGE) * DIGEST_BYTES);
+  const head = new Uint8Array(ANSWER_HEAD_BYTES + (table.peers?.length ?? 0) * DIGEST_BYTES);
   const view = new DataView(head.buffer);
   head[0] = SYNC_VERSION;
   head[1] = keysFollow ? FLAG_KEYS : 0;
-  view.setUint16(2, table === undefined ? TABLE_TOO_LARGE : table.length);
+  view.setUint16(2, table.peers === undefined ? TABLE_TOO_LARGE : table.peers.length);
   view.setUint32(4, keys.size);
-  head.set(fingerprint, 8);
-  writeTable(head, ANSWER_HEAD_BYTES, table);
+  view.setFloat64(8, table.version);
+  head.set(fingerprint, 16);
+  writeTable(head, ANSWER_HEAD_BYTES, table.peers);
   if (!keysFollow) return [head];
   const body = new Uint8Array(keys.size * DIGEST_BYTES);
   let at = 0;
@@ -184,8 +195,9 @@ export function decodeAnswer(bytes: Uint8Array, maxKeys: number): Answer {
   if (bytes.length !== want) throw new SyncProtocolError(`answer of ${bytes.length} bytes, its head says ${want}`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, ANSWER_HEAD_BYTES);
   const count = view.getUint32(4);
-  const fingerprint = bytes.slice(8, ANSWER_HEAD_BYTES);
-  const [table, at] = readTable(bytes, ANSWER_HEAD_BYTES, view.getUint16(2));
+  const fingerprint = bytes.slice(16, ANSWER_HEAD_BYTES);
+  const [peers, at] = readTable(bytes, ANSWER_HEAD_BYTES, view.getUint16(2));
+  const table = { peers, version: view.getFloat64(8) };
   if ((bytes[1]! & FLAG_KEYS) === 0) return { table, count, fingerprint, digests: undefined };
   const digests = slices(bytes, at);
   const sum = new Uint8Array(DIGEST_BYTES);
@@ -195,10 +207,12 @@ export function decodeAnswer(bytes: Uint8Array, maxKeys: number): Answer {
 }
 
 function tableEntries(count: number): number {
-  return count === TABLE_TOO_LARGE ? 0 : count;
+  if (count === TABLE_TOO_LARGE) return 0;
+  if (count > MAX_TABLE_PEERS) throw new SyncProtocolError(`a table of ${count} peers, more than the ${MAX_TABLE_PEERS} accepted`);
+  return count;
 }
 
-function writeTable(out: Uint8Array, at: number, table: TableList): number {
+function writeTable(out: Uint8Array, at: number, table: readonly string[] | undefined): number {
   for (const hash of table ?? []) {
     out.set(Buffer.from(hash, 'hex'), at);
     at += DIGEST_BYTES;
@@ -206,7 +220,7 @@ function writeTable(out: Uint8Array, at: number, table: TableList): number {
   return at;
 }
 
-function readTable(bytes: Uint8Array, at: number, count: number): [TableList, number] {
+function readTable(bytes: Uint8Array, at: number, count: number): [readonly string[] | undefined, number] {
   if (count === TABLE_TOO_LARGE) return [undefined, at];
   const table: string[] = [];
   for (let i = 0; i < count; i++, at += DIGEST_BYTES) table.push(Buffer.from(bytes.subarray(at, at + DIGEST_BYTES)).toString('hex'));

@@ -71,7 +71,7 @@ describe('records from every peer in a network smaller than K', function () {
         onPush(message);
         await sendAll(stream, [PUSH_ACK], signal);
       } else {
-        await sendAll(stream, encodeAnswer(none, message.fingerprint, table()), signal);
+        await sendAll(stream, encodeAnswer(none, message.fingerprint, { peers: table(), version: Date.now() }), signal);
       }
       await stream.close();
     });
@@ -142,12 +142,12 @@ describe('records from every peer in a network smaller than K', function () {
       return Buffer.concat(answer);
     };
     const digests = keys('e', 3).map(keyDigest);
-    const short = encodePush([], digests).subarray(0, MESSAGE_HEAD_BYTES + 2 * 32);
+    const short = encodePush({ peers: [], version: 1 }, digests).subarray(0, MESSAGE_HEAD_BYTES + 2 * 32);
     assert.deepEqual([...(await send(short))], []);
-    const long = Buffer.concat([encodePush([], digests), new Uint8Array(32)]);
+    const long = Buffer.concat([encodePush({ peers: [], version: 1 }, digests), new Uint8Array(32)]);
     assert.deepEqual([...(await send(long))], []);
     assert.equal(a!.stats().syncedKeys, 0);
-    assert.deepEqual([...(await send(encodePush([], digests)))], [...PUSH_ACK]);
+    assert.deepEqual([...(await send(encodePush({ peers: [], version: 1 }, digests)))], [...PUSH_ACK]);
     assert.equal(a!.stats().syncedKeys, 3);
     assert.deepEqual(await lookupAll(a!, keys('e', 3)[1]!, 300), [{ peerId: pusher.peerId.toString(), host: '127.0.0.191' }]);
   });
@@ -168,6 +168,24 @@ describe('records from every peer in a network smaller than K', function () {
         assert.equal(a!.stats().lookupsLocal, complete ? 1 : 0);
       });
     }
+  });
+
+  it('takes a peer\'s table from its pushes too, the newest version winning', async () => {
+    const [a] = await mesh(1, 210);
+    const answered = Date.now();
+    const peer = await protocolPeer('127.0.0.211', a!, () => [peerHash(a!.peerId)]);
+    await until('complete', () => a!.stats().recordsComplete, 8_000);
+    const push = async (version: number, peers: string[]): Promise<void> => {
+      const stream = await peer.dialProtocol(peerIdFromString(a!.peerId), RECORD_SYNC_PROTOCOL);
+      const reading = readAll(stream, 1, () => 1, AbortSignal.timeout(5_000));
+      stream.send(encodePush({ peers, version }, []));
+      await stream.close();
+      assert.deepEqual([...(await reading)], [...PUSH_ACK]);
+    };
+    await push(answered - 1_000, []);
+    assert.equal(a!.stats().recordsComplete, true, 'an older table changes nothing');
+    await push(Date.now() + 1_000, []);
+    assert.equal(a!.stats().recordsComplete, false, 'a newer table without this node: ask the network');
   });
 
   it('pushes again to a peer that refused a push, and never pushes a key withdrawn before it went', async () => {
@@ -222,18 +240,18 @@ describe('records from every peer in a network smaller than K', function () {
     assert.equal(b!.stats().recordsComplete, false);
     b!.advertise(['sha256:still-found']);
     await b!.providesIdle();
-    assert.equal(b!.stats().keysPushed, 0, 'the older peer takes no push: kad-dht provides');
-    assert.equal(b!.stats().providesFromTable, 1);
+    assert.equal(b!.stats().providesFromTable, 1, 'the older peer takes no push: kad-dht provides');
+    assert.equal(b!.stats().keysPushed, 1, 'and a, which speaks the protocol, also gets a push, retried if need be');
     assert.equal((await lookupAll(a!, 'sha256:still-found', 500)).length, 1);
     assert.ok(a!.stats().lookupsNetwork > 0);
   });
 
   for (const [what, answer] of [
-    ['announces more keys than it sends', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), []); return [header!, body!.subarray(32)]; }],
-    ['sends keys that do not match its fingerprint', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), []); body![0]! ^= 1; return [header!, body!]; }],
-    ['sends more bytes than its header says', (digests: KeyDigests) => [...encodeAnswer(digests, new Uint8Array(32), []), new Uint8Array(5)]],
+    ['announces more keys than it sends', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), { peers: [], version: 1 }); return [header!, body!.subarray(32)]; }],
+    ['sends keys that do not match its fingerprint', (digests: KeyDigests) => { const [header, body] = encodeAnswer(digests, new Uint8Array(32), { peers: [], version: 1 }); body![0]! ^= 1; return [header!, body!]; }],
+    ['sends more bytes than its header says', (digests: KeyDigests) => [...encodeAnswer(digests, new Uint8Array(32), { peers: [], version: 1 }), new Uint8Array(5)]],
     ['answers with a truncated header', () => [new Uint8Array(ANSWER_HEAD_BYTES - 1)]],
-    ['announces more keys than accepted', (digests: KeyDigests) => { const [header] = encodeAnswer(digests, new Uint8Array(32), []); new DataView(header!.buffer).setUint32(4, 2_000_000); return [header!]; }],
+    ['announces more keys than accepted', (digests: KeyDigests) => { const [header] = encodeAnswer(digests, new Uint8Array(32), { peers: [], version: 1 }); new DataView(header!.buffer).setUint32(4, 2_000_000); return [header!]; }],
   ] as const) {
     it(`stores nothing from a peer that ${what}, and asks the network meanwhile`, async () => {
       const [a] = await mesh(1, 180);

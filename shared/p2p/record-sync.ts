@@ -49,7 +49,7 @@ import {
   PUSH_ACK,
   SyncProtocolError,
   type KeyDigests,
-  type TableList,
+  type TableView,
 } from './record-sync-wire.ts';
 import { readAll, sendAll } from './stream-bytes.ts';
 
@@ -91,6 +91,8 @@ export interface RecordSyncInit {
   looked: () => boolean;
   /** Ask peers for their keys (false: a client, whose copies could never be complete). */
   ask: boolean;
+  /** Whether a peer serves the DHT (its identify said so): only such a peer is put in the table when it writes to this node. */
+  isServer: (peer: PeerId) => Promise<boolean>;
   /** Time between checks of each peer's keys. Default 30 s, at most a quarter of the TTL. */
   intervalMs?: number;
   /** How long records live: a full copy is asked for once half of it passed. */
@@ -111,8 +113,8 @@ export interface RecordSyncStats extends PushOutboxStats {
 
 /** What a peer said last. */
 interface PeerCopy {
-  /** Its routing table: hashes of peer ids (record-sync-wire.ts); undefined when it holds K or more. */
-  readonly table: TableList;
+  /** Its routing table as it last said, in an answer or a push: the newest version wins. */
+  readonly table: TableView;
   readonly fingerprint: Uint8Array;
   /** When its keys were last stored whole. */
   readonly fullAt: number;
@@ -150,8 +152,11 @@ export class RecordSync {
   readonly #maxKeys: number;
   readonly #selfHash: string;
   readonly #copies = new Map<string, PeerCopy>();
-  /** Bumped when a peer enters or leaves the table: an answer from before is not kept. */
+  /** Set anew when a peer enters the table (from #epoch): an answer from before it left or came back is not kept. */
   readonly #generation = new Map<string, number>();
+  #epoch = 0;
+  /** This node's table's version (record-sync-wire.ts): the time it started, then one more per change. */
+  #tableVersion = Date.now();
   /** Per peer: its next check, and how long the wait after a failure was. */
   readonly #scheduled = new Map<string, { timer: NodeJS.Timeout; backoffMs: number }>();
   readonly #running = new Set<string>();
@@ -206,7 +211,10 @@ export class RecordSync {
   /** Whether this node's own records hold every record of the network (the rules above). */
   complete(): boolean {
     const { hashes } = this.#tablePeers();
-    return this.#everyTablePeer((copy) => copy.table !== undefined && copy.table.includes(this.#selfHash) && copy.table.every((h) => h === this.#selfHash || hashes.has(h)));
+    return this.#everyTablePeer((copy) => {
+      const peers = copy.table.peers;
+      return peers !== undefined && peers.includes(this.#selfHash) && peers.every((h) => h === this.#selfHash || hashes.has(h));
+    });
   }
 
   /**
@@ -223,9 +231,17 @@ export class RecordSync {
     return this.#providers.addProvider(cid, this.#init.node.peerId, { signal });
   }
 
-  /** Sends a key this node now advertises to every table peer, in the next push (unless withdrawn by then). */
+  /**
+   * Sends a key this node now advertises to every table peer that speaks the
+   * protocol, in the next push (unless withdrawn by then). Also after kad-dht's
+   * provide, which counts as done when one peer took it: a push is retried.
+   */
   push(key: string): void {
-    if (this.#init.ask) this.#outbox.add(this.#tablePeers().ids, key);
+    if (!this.#init.ask) return;
+    this.#outbox.add(
+      this.#tablePeers().ids.filter((peer) => this.#copies.has(peer.toString())),
+      key,
+    );
   }
 
   /** Resolves when every peer got its pushes, or is waiting to be tried again. */
@@ -275,20 +291,22 @@ export class RecordSync {
     return this.#peers;
   }
 
-  /** This node's table as a peer sees it: undefined from K peers on. */
-  #tableList(): TableList {
-    return this.#table.size >= this.#table.kBucketSize ? undefined : [...this.#tablePeers().hashes];
+  /** This node's table as a peer sees it: no list from K peers on. */
+  #tableView(): TableView {
+    return { peers: this.#table.size >= this.#table.kBucketSize ? undefined : [...this.#tablePeers().hashes], version: this.#tableVersion };
   }
 
   readonly #onPeerAdd = (event: Event): void => {
     const peer = (event as CustomEvent<PeerId>).detail;
-    this.#changed(peer.toString());
+    this.#generation.set(peer.toString(), ++this.#epoch);
+    this.#changed();
     if (this.#init.ask) this.#schedule(peer, 0);
   };
 
   readonly #onPeerRemove = (event: Event): void => {
     const id = (event as CustomEvent<PeerId>).detail.toString();
-    this.#changed(id);
+    this.#generation.delete(id);
+    this.#changed();
     this.#outbox.drop(id);
     const scheduled = this.#scheduled.get(id);
     clearTimeout(scheduled?.timer);
@@ -302,10 +320,10 @@ export class RecordSync {
     this.#recheck.unref();
   };
 
-  /** The table changed at `id`: answers from before about it are stale, and every peer hears of the new table. */
-  #changed(id: string): void {
+  /** The table changed: every peer hears of the new one. */
+  #changed(): void {
     this.#peers = undefined;
-    this.#generation.set(id, (this.#generation.get(id) ?? 0) + 1);
+    this.#tableVersion = Math.max(this.#tableVersion + 1, Date.now());
     // A client sends nothing: it is in no table, and a message would put it in one (#answer).
     if (this.#init.ask) this.#outbox.add(this.#tablePeers().ids, undefined);
   }
@@ -340,7 +358,7 @@ export class RecordSync {
       const copy = await this.#ask(peer);
       this.#succeeded++;
       // Not in its table yet: its pushes do not reach this node, ask again soon.
-      retry = copy !== undefined && copy.table?.includes(this.#selfHash) !== true;
+      retry = copy !== undefined && copy.table.peers?.includes(this.#selfHash) !== true;
     } catch (err) {
       if (this.#closing.signal.aborted) return;
       this.#failed++;
@@ -385,8 +403,10 @@ export class RecordSync {
     await this.#store(answer.digests ?? [], peer, signal);
     // Left or came back while this ran: what it said is about the table before.
     if (this.#generation.get(id) !== generation) return undefined;
+    // A push may have brought a newer table while this answer came.
+    const latest = this.#copies.get(id)?.table;
     const copy: PeerCopy = {
-      table: answer.table,
+      table: latest !== undefined && latest.version > answer.table.version ? latest : answer.table,
       fingerprint: answer.fingerprint,
       fullAt: fresh && answer.digests === undefined ? previous.fullAt : now,
       checkedAt: now,
@@ -412,7 +432,7 @@ export class RecordSync {
     try {
       const reading = readAll(stream, PUSH_ACK.length, () => PUSH_ACK.length, signal);
       reading.catch(() => {});
-      await sendAll(stream, [encodePush(this.#tableList(), digests)], signal);
+      await sendAll(stream, [encodePush(this.#tableView(), digests)], signal);
       await stream.close({ signal });
       const ack = await reading;
       if (ack.length !== 1 || ack[0] !== PUSH_ACK[0]) throw new SyncProtocolError(`push answered with ${ack.length} bytes`);
@@ -430,15 +450,17 @@ export class RecordSync {
       const message = decodeMessage(await readAll(stream, MESSAGE_HEAD_BYTES, messageBytes, signal));
       // A peer that talks to this node belongs in its table (kad-dht adds peers on new connections only);
       // only servers send these messages.
-      if (this.#table.size < this.#table.kBucketSize && !this.#tablePeers().hashes.has(peerHash(peer.toString()))) this.#table.queueRoutingTableUpdate(peer);
+      if (this.#table.size < this.#table.kBucketSize && !this.#tablePeers().hashes.has(peerHash(peer.toString())) && (await this.#init.isServer(peer))) {
+        this.#table.queueRoutingTableUpdate(peer);
+      }
       if (message.kind === 'push') {
         // Only a peer itself says what it provides, as with kad-dht's ADD_PROVIDER.
         await this.#store(message.digests, peer, signal);
         const copy = this.#copies.get(peer.toString());
-        if (copy !== undefined) this.#copies.set(peer.toString(), { ...copy, table: message.table });
+        if (copy !== undefined && message.table.version > copy.table.version) this.#copies.set(peer.toString(), { ...copy, table: message.table });
         await sendAll(stream, [PUSH_ACK], signal);
       } else {
-        await sendAll(stream, encodeAnswer(this.#init.keys, message.fingerprint, this.#tableList()), signal);
+        await sendAll(stream, encodeAnswer(this.#init.keys, message.fingerprint, this.#tableView()), signal);
       }
       await stream.close({ signal });
     } catch (err) {
