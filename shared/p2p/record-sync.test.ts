@@ -188,6 +188,18 @@ describe('records from every peer in a network smaller than K', function () {
     assert.equal(a!.stats().recordsComplete, false, 'a newer table without this node: ask the network');
   });
 
+  it('pushes its table to every peer when it changes, keys or not', async () => {
+    const [a, b] = await mesh(2, 215);
+    await until('complete', () => a!.stats().recordsComplete && b!.stats().recordsComplete, 8_000);
+    const before = a!.stats().pushesSucceeded;
+    assert.equal(a!.stats().keysPushed, 0);
+    const c = await net.start('127.0.0.217', { bootstrapPeers: [hostPort(b!)] });
+    await until('a knows c', () => a!.stats().peers === 2, 8_000);
+    await until('a told b and c of its new table', () => a!.stats().pushesSucceeded >= before + 2, 8_000);
+    assert.equal(a!.stats().keysPushed, 0, 'a table, no keys');
+    await until('all three complete again', () => [a!, b!, c].every((n) => n.stats().recordsComplete), 8_000);
+  });
+
   it('pushes again to a peer that refused a push, and never pushes a key withdrawn before it went', async () => {
     const [a] = await mesh(1, 205);
     const got: string[] = [];
