@@ -51,7 +51,7 @@ import {
   type KeyDigests,
   type TableView,
 } from './record-sync-wire.ts';
-import { readAll, sendAll } from './stream-bytes.ts';
+import { exchange, readAll, sendAll } from './stream-bytes.ts';
 
 export const RECORD_SYNC_PROTOCOL = '/shoal/records/1.0.0';
 
@@ -386,18 +386,7 @@ export class RecordSync {
     const fresh = previous !== undefined && now - previous.fullAt < this.#init.ttlMs / 2;
     const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
     const stream = await this.#init.node.dialProtocol(peer, RECORD_SYNC_PROTOCOL, { signal });
-    let bytes: Uint8Array;
-    try {
-      // Reading from the start: the answer may come while the request is still closing.
-      const reading = readAll(stream, ANSWER_HEAD_BYTES, (head) => answerBytes(head, this.#maxKeys), signal);
-      reading.catch(() => {});
-      await sendAll(stream, [encodePull(fresh ? previous.fingerprint : undefined)], signal);
-      await stream.close({ signal });
-      bytes = await reading;
-    } catch (err) {
-      stream.abort(err as Error);
-      throw err;
-    }
+    const bytes = await exchange(stream, encodePull(fresh ? previous.fingerprint : undefined), ANSWER_HEAD_BYTES, (head) => answerBytes(head, this.#maxKeys), signal);
     const answer = decodeAnswer(bytes, this.#maxKeys);
     if (answer.digests === undefined && !fresh) throw new SyncProtocolError('the peer sent no keys for a request of all of them');
     await this.#store(answer.digests ?? [], peer, signal);
@@ -429,17 +418,8 @@ export class RecordSync {
     const digests = keys.flatMap((key) => this.#init.keys.digestOf(key) ?? []);
     const signal = AbortSignal.any([closing, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
     const stream = await this.#init.node.dialProtocol(peer, RECORD_SYNC_PROTOCOL, { signal });
-    try {
-      const reading = readAll(stream, PUSH_ACK.length, () => PUSH_ACK.length, signal);
-      reading.catch(() => {});
-      await sendAll(stream, [encodePush(this.#tableView(), digests)], signal);
-      await stream.close({ signal });
-      const ack = await reading;
-      if (ack.length !== 1 || ack[0] !== PUSH_ACK[0]) throw new SyncProtocolError(`push answered with ${ack.length} bytes`);
-    } catch (err) {
-      stream.abort(err as Error);
-      throw err;
-    }
+    const ack = await exchange(stream, encodePush(this.#tableView(), digests), PUSH_ACK.length, () => PUSH_ACK.length, signal);
+    if (ack.length !== 1 || ack[0] !== PUSH_ACK[0]) throw new SyncProtocolError(`push answered with ${ack.length} bytes`);
     return digests.length;
   }
 

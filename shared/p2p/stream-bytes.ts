@@ -31,6 +31,24 @@ export async function readAll(stream: Stream, headBytes: number, limitFor: (head
   }
 }
 
+/**
+ * One message out and the whole answer back, on a stream this node opened. It
+ * reads from the start (the answer may come while the message still closes),
+ * and resets the stream on any failure.
+ */
+export async function exchange(stream: Stream, message: Uint8Array, headBytes: number, limitFor: (head: Uint8Array) => number, signal: AbortSignal): Promise<Uint8Array> {
+  try {
+    const reading = readAll(stream, headBytes, limitFor, signal);
+    reading.catch(() => {});
+    await sendAll(stream, [message], signal);
+    await stream.close({ signal });
+    return await reading;
+  } catch (err) {
+    stream.abort(err as Error);
+    throw err;
+  }
+}
+
 /** Sends bytes, waiting for the stream to drain when its buffer is full. */
 export async function sendAll(stream: Stream, parts: readonly Uint8Array[], signal: AbortSignal): Promise<void> {
   for (const part of parts) {
