@@ -14,9 +14,11 @@
  * answerer's fingerprint.
  *
  * Push: version 1, kind 2, the sender's table count (u16), a key count
- * (u32), the table's version (f64), the table's peers, then keys the sender
- * has just begun to advertise (none: only its table changed). Its answer: one
- * byte, version 1, once they are stored.
+ * (u32), the table's version (f64), the fingerprint of all the sender's keys
+ * now, the table's peers, then keys the sender has just begun to advertise
+ * (none: only its table changed). Its answer: one byte, version 1, once they
+ * are stored. A receiver whose copy plus these keys makes that fingerprint
+ * keeps its copy current, so its next pull is a header.
  *
  * A table's version grows with every change, from the time its node started,
  * so that an answer or push overtaken by a later one is known to be older.
@@ -30,7 +32,9 @@ import { keyDigest } from './cid.ts';
 export const SYNC_VERSION = 1;
 export const DIGEST_BYTES = 32;
 /** Enough of any message a node receives unasked to know its kind and length. */
-export const MESSAGE_HEAD_BYTES = 1 + 1 + 2 + 4 + 8;
+export const MESSAGE_HEAD_BYTES = 1 + 1 + 2 + 4;
+/** A push's fixed part: the head, the table's version and the fingerprint. */
+const PUSH_HEAD_BYTES = MESSAGE_HEAD_BYTES + 8 + DIGEST_BYTES;
 export const PULL_BYTES = 1 + 1 + DIGEST_BYTES;
 export const ANSWER_HEAD_BYTES = 1 + 1 + 2 + 4 + 8 + DIGEST_BYTES;
 export const PUSH_ACK = new Uint8Array([SYNC_VERSION]);
@@ -65,7 +69,7 @@ export interface Answer {
 }
 
 /** A message a node receives unasked. */
-export type Message = { kind: 'pull'; fingerprint: Uint8Array } | { kind: 'push'; table: TableView; digests: Uint8Array[] };
+export type Message = { kind: 'pull'; fingerprint: Uint8Array } | { kind: 'push'; table: TableView; fingerprint: Uint8Array; digests: Uint8Array[] };
 
 /** The keys a node advertises, as digests, with their fingerprint. */
 export class KeyDigests {
@@ -118,16 +122,17 @@ export function encodePull(fingerprint: Uint8Array | undefined): Uint8Array {
   return out;
 }
 
-export function encodePush(table: TableView, digests: readonly Uint8Array[]): Uint8Array {
+export function encodePush(table: TableView, fingerprint: Uint8Array, digests: readonly Uint8Array[]): Uint8Array {
   const tableCount = table.peers?.length ?? 0;
-  const out = new Uint8Array(MESSAGE_HEAD_BYTES + (tableCount + digests.length) * DIGEST_BYTES);
+  const out = new Uint8Array(PUSH_HEAD_BYTES + (tableCount + digests.length) * DIGEST_BYTES);
   const view = new DataView(out.buffer);
   out[0] = SYNC_VERSION;
   out[1] = KIND_PUSH;
   view.setUint16(2, table.peers === undefined ? TABLE_TOO_LARGE : tableCount);
   view.setUint32(4, digests.length);
   view.setFloat64(8, table.version);
-  let at = writeTable(out, MESSAGE_HEAD_BYTES, table.peers);
+  out.set(fingerprint, 16);
+  let at = writeTable(out, PUSH_HEAD_BYTES, table.peers);
   for (const digest of digests) {
     out.set(digest, at);
     at += DIGEST_BYTES;
@@ -143,7 +148,7 @@ export function messageBytes(head: Uint8Array): number {
   const view = new DataView(head.buffer, head.byteOffset, MESSAGE_HEAD_BYTES);
   const count = view.getUint32(4);
   if (count > MAX_PUSH_KEYS) throw new SyncProtocolError(`a push of ${count} keys, more than the ${MAX_PUSH_KEYS} accepted`);
-  return MESSAGE_HEAD_BYTES + (tableEntries(view.getUint16(2)) + count) * DIGEST_BYTES;
+  return PUSH_HEAD_BYTES + (tableEntries(view.getUint16(2)) + count) * DIGEST_BYTES;
 }
 
 export function decodeMessage(bytes: Uint8Array): Message {
@@ -151,9 +156,9 @@ export function decodeMessage(bytes: Uint8Array): Message {
   const want = messageBytes(bytes);
   if (bytes.length !== want) throw new SyncProtocolError(`message of ${bytes.length} bytes, its head says ${want}`);
   if (bytes[1] === KIND_PULL) return { kind: 'pull', fingerprint: bytes.subarray(2) };
-  const view = new DataView(bytes.buffer, bytes.byteOffset, MESSAGE_HEAD_BYTES);
-  const [peers, at] = readTable(bytes, MESSAGE_HEAD_BYTES, view.getUint16(2));
-  return { kind: 'push', table: { peers, version: view.getFloat64(8) }, digests: slices(bytes, at) };
+  const view = new DataView(bytes.buffer, bytes.byteOffset, PUSH_HEAD_BYTES);
+  const [peers, at] = readTable(bytes, PUSH_HEAD_BYTES, view.getUint16(2));
+  return { kind: 'push', table: { peers, version: view.getFloat64(8) }, fingerprint: bytes.slice(16, PUSH_HEAD_BYTES), digests: slices(bytes, at) };
 }
 
 /** The answer to a pull: the keys follow unless the asker's fingerprint is current (all zeros: never). */
@@ -233,10 +238,17 @@ function slices(bytes: Uint8Array, from: number): Uint8Array[] {
   return out;
 }
 
-function xorInto(target: Uint8Array, digest: Uint8Array): void {
-  for (let i = 0; i < DIGEST_BYTES; i++) target[i]! ^= digest[i]!;
+/** A copy's fingerprint with these keys added: what the sender's is if the copy was current and they are all that is new. */
+export function withKeys(fingerprint: Uint8Array, digests: readonly Uint8Array[]): Uint8Array {
+  const sum = fingerprint.slice();
+  for (const digest of digests) xorInto(sum, digest);
+  return sum;
 }
 
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+function xorInto(target: Uint8Array, digest: Uint8Array): void {
+  for (let i = 0; i < DIGEST_BYTES; i++) target[i]! ^= digest[i]!;
 }

@@ -142,12 +142,12 @@ describe('records from every peer in a network smaller than K', function () {
       return Buffer.concat(answer);
     };
     const digests = keys('e', 3).map(keyDigest);
-    const short = encodePush({ peers: [], version: 1 }, digests).subarray(0, MESSAGE_HEAD_BYTES + 2 * 32);
+    const short = encodePush({ peers: [], version: 1 }, new Uint8Array(32), digests).subarray(0, MESSAGE_HEAD_BYTES + 40 + 2 * 32);
     assert.deepEqual([...(await send(short))], []);
-    const long = Buffer.concat([encodePush({ peers: [], version: 1 }, digests), new Uint8Array(32)]);
+    const long = Buffer.concat([encodePush({ peers: [], version: 1 }, new Uint8Array(32), digests), new Uint8Array(32)]);
     assert.deepEqual([...(await send(long))], []);
     assert.equal(a!.stats().syncedKeys, 0);
-    assert.deepEqual([...(await send(encodePush({ peers: [], version: 1 }, digests)))], [...PUSH_ACK]);
+    assert.deepEqual([...(await send(encodePush({ peers: [], version: 1 }, new Uint8Array(32), digests)))], [...PUSH_ACK]);
     assert.equal(a!.stats().syncedKeys, 3);
     assert.deepEqual(await lookupAll(a!, keys('e', 3)[1]!, 300), [{ peerId: pusher.peerId.toString(), host: '127.0.0.191' }]);
   });
@@ -178,7 +178,7 @@ describe('records from every peer in a network smaller than K', function () {
     const push = async (version: number, peers: string[]): Promise<void> => {
       const stream = await peer.dialProtocol(peerIdFromString(a!.peerId), RECORD_SYNC_PROTOCOL);
       const reading = readAll(stream, 1, () => 1, AbortSignal.timeout(5_000));
-      stream.send(encodePush({ peers, version }, []));
+      stream.send(encodePush({ peers, version }, new Uint8Array(32), []));
       await stream.close();
       assert.deepEqual([...(await reading)], [...PUSH_ACK]);
     };
@@ -217,17 +217,23 @@ describe('records from every peer in a network smaller than K', function () {
     assert.equal(a!.stats().providesFromTable, 0, 'pushed, not provided through kad-dht');
   });
 
-  it('takes a peer\'s keys once, then only its fingerprint until they change', async () => {
-    const nodes = await mesh(2, 165, { recordSyncIntervalMs: 200 });
-    const [a, b] = nodes;
+  it('takes a peer\'s keys once: pushed keys keep its copy current, and a withdrawal makes the next pull a full one', async () => {
+    const [a, b] = await mesh(2, 165, { recordSyncIntervalMs: 1_000 });
+    await until('both complete', () => a!.stats().recordsComplete && b!.stats().recordsComplete, 8_000);
     a!.advertise(keys('b', 30));
-    await until('b took a\'s 30 keys', () => b!.stats().syncedKeys >= 30);
+    await a!.providesIdle();
+    // 60 only if one of b's pulls (one a second) came between the advertise and the push, and took them too.
+    const pushed = b!.stats().syncedKeys;
+    assert.ok(pushed === 30 || pushed === 60, `${pushed} keys`);
     const checks = b!.stats().syncsSucceeded;
-    await until('b checked again', () => b!.stats().syncsSucceeded >= checks + 2);
-    assert.equal(b!.stats().syncedKeys, 30, 'an unchanged set is not sent again');
+    await until('b pulled twice more', () => b!.stats().syncsSucceeded >= checks + 2, 8_000);
+    assert.equal(b!.stats().syncedKeys, pushed, 'the pulls after the push were headers');
     a!.withdraw(['sha256:' + 'b'.padEnd(64, '0')]);
     a!.advertise(['sha256:new']);
-    await until('b took the changed set', () => b!.stats().syncedKeys === 60);
+    await until('b took the new key, then the whole changed set', () => b!.stats().syncedKeys === pushed + 1 + 30, 8_000);
+    const again = b!.stats().syncsSucceeded;
+    await until('b pulled twice more', () => b!.stats().syncsSucceeded >= again + 2, 8_000);
+    assert.equal(b!.stats().syncedKeys, pushed + 31, 'an unchanged set is not sent again');
   });
 
   it('asks the network from K peers on', async () => {

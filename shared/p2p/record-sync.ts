@@ -43,6 +43,7 @@ import {
   encodeAnswer,
   encodePull,
   encodePush,
+  equalBytes,
   MESSAGE_HEAD_BYTES,
   messageBytes,
   peerHash,
@@ -50,6 +51,7 @@ import {
   SyncProtocolError,
   type KeyDigests,
   type TableView,
+  withKeys,
 } from './record-sync-wire.ts';
 import { exchange, readAll, sendAll } from './stream-bytes.ts';
 
@@ -418,7 +420,7 @@ export class RecordSync {
     const digests = keys.flatMap((key) => this.#init.keys.digestOf(key) ?? []);
     const signal = AbortSignal.any([closing, AbortSignal.timeout(EXCHANGE_TIMEOUT_MS)]);
     const stream = await this.#init.node.dialProtocol(peer, RECORD_SYNC_PROTOCOL, { signal });
-    const ack = await exchange(stream, encodePush(this.#tableView(), digests), PUSH_ACK.length, () => PUSH_ACK.length, signal);
+    const ack = await exchange(stream, encodePush(this.#tableView(), this.#init.keys.fingerprint, digests), PUSH_ACK.length, () => PUSH_ACK.length, signal);
     if (ack.length !== 1 || ack[0] !== PUSH_ACK[0]) throw new SyncProtocolError(`push answered with ${ack.length} bytes`);
     return digests.length;
   }
@@ -437,7 +439,12 @@ export class RecordSync {
         // Only a peer itself says what it provides, as with kad-dht's ADD_PROVIDER.
         await this.#store(message.digests, peer, signal);
         const copy = this.#copies.get(peer.toString());
-        if (copy !== undefined && message.table.version > copy.table.version) this.#copies.set(peer.toString(), { ...copy, table: message.table });
+        if (copy !== undefined) {
+          // Its pushes since the copy were all of its new keys: the copy stays current, and the next pull is a header.
+          const fingerprint = equalBytes(withKeys(copy.fingerprint, message.digests), message.fingerprint) ? message.fingerprint : copy.fingerprint;
+          const table = message.table.version > copy.table.version ? message.table : copy.table;
+          this.#copies.set(peer.toString(), { ...copy, table, fingerprint });
+        }
         await sendAll(stream, [PUSH_ACK], signal);
       } else {
         await sendAll(stream, encodeAnswer(this.#init.keys, message.fingerprint, this.#tableView()), signal);
