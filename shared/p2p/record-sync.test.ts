@@ -210,6 +210,8 @@ describe('records from every peer in a network smaller than K', function () {
     });
     await until('a can push', () => a!.stats().recordsComplete, 8_000);
     a!.advertise(['sha256:kept', 'sha256:gone']);
+    // Withdrawn while the refused push waits to be sent again.
+    await until('the first push was refused', () => a!.stats().pushesFailed === 1, 8_000);
     a!.withdraw(['sha256:gone']);
     await until('the peer stored the push', () => got.length > 0, 8_000);
     assert.deepEqual(got, [Buffer.from(keyDigest('sha256:kept')).toString('hex')]);
