@@ -26,9 +26,10 @@
  *   an answer, or a push it sends whenever its table changes), holds this
  *   node (so the peer's pushes reach it) and nobody this node does not know.
  * Otherwise a lookup asks the network as kad-dht does. What this leaves out:
- * a push still on its way (milliseconds after a pull), and a peer that this
- * node and all of its peers have not met yet. Both cost a miss, which goes
- * upstream, as any miss does.
+ * a push still on its way (milliseconds after a pull, or until a failing
+ * peer's retry), a peer that this node and all of its peers have not met yet,
+ * and a peer that dropped this node from its table since its last answer.
+ * Each costs a miss, which goes upstream, as any miss does.
  */
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import type { CID } from 'multiformats/cid';
