@@ -489,7 +489,7 @@ export class DhtRouter implements Router, LivePeers {
     }
   }
 
-  /** One provide through kad-dht; rejects unless the record reached a peer. */
+  /** One provide: a push below K when every peer takes pushes (record-sync.ts), else kad-dht's, which rejects unless the record reached a peer. */
   async #provide(key: string, signal: AbortSignal): Promise<void> {
     if (this.#table.size === 0) throw new Error('no peers');
     const digest = this.#keys.digestOf(key);

@@ -26,7 +26,6 @@
  * The fingerprint is the XOR of the keys' digests: kept up to date per key,
  * the same whatever the order.
  */
-import { createHash } from 'node:crypto';
 import { keyDigest } from './cid.ts';
 
 export const SYNC_VERSION = 1;
@@ -111,7 +110,7 @@ export class KeyDigests {
 
 /** How a peer id appears in a table list. */
 export function peerHash(peerId: string): string {
-  return createHash('sha256').update(peerId, 'utf8').digest('hex');
+  return Buffer.from(keyDigest(peerId)).toString('hex');
 }
 
 export function encodePull(fingerprint: Uint8Array | undefined): Uint8Array {
@@ -246,7 +245,7 @@ export function withKeys(fingerprint: Uint8Array, digests: readonly Uint8Array[]
 }
 
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+  return Buffer.compare(a, b) === 0;
 }
 
 function xorInto(target: Uint8Array, digest: Uint8Array): void {

@@ -21,11 +21,11 @@ export async function readAll(stream: Stream, headBytes: number, limitFor: (head
       const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray();
       parts.push(bytes);
       length += bytes.length;
-      if (limit === undefined && length >= headBytes) limit = limitFor(concat(parts, length).subarray(0, headBytes));
+      if (limit === undefined && length >= headBytes) limit = limitFor(Buffer.concat(parts, headBytes));
       if (limit !== undefined && length > limit) throw new StreamLengthError(`more than the ${limit} bytes expected`);
     }
     signal.throwIfAborted();
-    return concat(parts, length);
+    return Buffer.concat(parts, length);
   } finally {
     signal.removeEventListener('abort', onAbort);
   }
@@ -52,33 +52,6 @@ export async function exchange(stream: Stream, message: Uint8Array, headBytes: n
 /** Sends bytes, waiting for the stream to drain when its buffer is full. */
 export async function sendAll(stream: Stream, parts: readonly Uint8Array[], signal: AbortSignal): Promise<void> {
   for (const part of parts) {
-    if (!stream.send(part)) await drained(stream, signal);
+    if (!stream.send(part)) await stream.onDrain({ signal });
   }
-}
-
-function concat(parts: Uint8Array[], length: number): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
-function drained(stream: Stream, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      stream.removeEventListener('drain', done);
-      stream.removeEventListener('close', done);
-      signal.removeEventListener('abort', done);
-      if (signal.aborted) reject(signal.reason as Error);
-      else if (stream.status !== 'open') reject(new Error('stream closed while sending'));
-      else resolve();
-    };
-    stream.addEventListener('drain', done);
-    stream.addEventListener('close', done);
-    signal.addEventListener('abort', done);
-  });
 }
