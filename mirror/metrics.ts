@@ -15,6 +15,8 @@ export interface MirrorMetrics extends PeerMetrics {
   readonly upstreamRequests: Counter<'registry' | 'code'>;
   /** Blob bytes sent to other nodes from downloads still in progress in the spool. */
   readonly spoolPartialPeerBytes: Counter;
+  /** Reads of containerd's content files by how their digest check was had: hashed, joined to one running, or remembered. */
+  readonly contentChecks: Counter<'use'>;
 }
 
 export function createMirrorMetrics(registry: Registry): MirrorMetrics {
@@ -60,6 +62,12 @@ export function createMirrorMetrics(registry: Registry): MirrorMetrics {
     spoolPartialPeerBytes: new Counter({
       name: 'shoal_spool_partial_peer_bytes_total',
       help: 'Blob bytes sent to other nodes from upstream downloads still in progress here.',
+      registers: [registry],
+    }),
+    contentChecks: new Counter({
+      name: 'shoal_mirror_content_checks_total',
+      help: 'Reads of content files by how their digest check was had: hashed (a new pass over the file), joined (a pass already running), remembered (a pass of the same file lately).',
+      labelNames: ['use'],
       registers: [registry],
     }),
   };

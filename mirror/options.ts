@@ -24,6 +24,10 @@ export const serveFlags = {
     '/var/lib/containerd/io.containerd.content.v1.content',
     'PATH',
   ),
+  contentCheckTtl: flag.duration(
+    "How long a content file that matched its digest is trusted for later reads of the same file; 0: every read waits for a pass over the file (reads at the same time share one).",
+    '5m',
+  ),
   mirroredRegistries: mirroredRegistries('every registry'),
   dataDir: flag.string("Directory for the mirror's own state: its peer identity key and the spool of upstream downloads.", '/var/lib/shoal', 'PATH'),
   logLevel,

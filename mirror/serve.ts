@@ -48,6 +48,8 @@ export async function serve(options: ServeOptions, logger: Logger): Promise<Runn
     namespace: options.containerdNamespace,
     contentPath: options.containerdContentPath === '' ? undefined : options.containerdContentPath,
     logger,
+    checks: { rememberMs: options.contentCheckTtl },
+    onCheck: (use) => metrics.contentChecks.inc({ use }),
   });
   const router = await DhtRouter.create({
     dataDir: options.dataDir,

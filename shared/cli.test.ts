@@ -55,7 +55,10 @@ describe('parseDuration', () => {
     assert.equal(parseDuration('1m30s'), 90_000);
     assert.equal(parseDuration('10m'), 600_000);
     assert.equal(parseDuration('1.5s'), 1500);
+    assert.equal(parseDuration('0'), 0);
+    assert.equal(parseDuration('0s'), 0);
     assert.throws(() => parseDuration('10'), /not a duration/);
+    assert.throws(() => parseDuration('00'), /not a duration/);
     assert.throws(() => parseDuration('ms'), /not a duration/);
   });
 });

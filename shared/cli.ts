@@ -73,8 +73,9 @@ function parseIntIn(raw: string, min: number, max: number): number {
 
 const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** Go-style durations (`20ms`, `10s`, `1m30s`) to milliseconds. */
+/** Go-style durations (`20ms`, `10s`, `1m30s`, and as in Go a bare `0`) to milliseconds. */
 export function parseDuration(raw: string): number {
+  if (raw === '0') return 0;
   const parts = raw.match(/^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+$/) ? raw.match(/[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)/g) : null;
   if (!parts) throw new Error(`"${raw}" is not a duration (e.g. 500ms, 10s, 5m, 1h)`);
   let ms = 0;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { digestOf } from './digest.ts';
-import { ContentMismatchError, readVerified, verifiedSlice } from './verify.ts';
+import { ContentMismatchError, heldUntil, readVerified, verifiedSlice } from './verify.ts';
 
 async function* chunks(data: Buffer, size: number): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < data.length; i += size) {
@@ -50,5 +50,50 @@ describe('verifiedSlice', () => {
     assert.ok((await collect(verifiedSlice(chunks(data.subarray(0, 30), 5), digest, data.length))).error instanceof ContentMismatchError);
     const long = Buffer.concat([data, Buffer.from('!')]);
     assert.ok((await collect(verifiedSlice(chunks(long, 5), digest, data.length))).error instanceof ContentMismatchError);
+  });
+});
+
+describe('heldUntil', () => {
+  const data = Buffer.from('0123456789abcdefghijklmnopqrstuvwxyz');
+
+  it('yields every chunk, the last only once the check passed', async () => {
+    let pass!: () => void;
+    const check = new Promise<void>((resolve) => (pass = resolve));
+    const seen: string[] = [];
+    const reading = (async () => {
+      for await (const c of heldUntil(chunks(data, 10), check)) seen.push(Buffer.from(c).toString());
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(seen, ['0123456789', 'abcdefghij', 'klmnopqrst']);
+    pass();
+    await reading;
+    assert.deepEqual(seen.join(''), data.toString());
+  });
+
+  it('never yields the last chunk when the check fails at the end', async () => {
+    const { bytes, error } = await collect(heldUntil(chunks(data, 10), Promise.reject(new ContentMismatchError('wrong'))));
+    assert.ok(error instanceof ContentMismatchError);
+    assert.ok(bytes.length < data.length);
+  });
+
+  it('stops at the next chunk once the check has failed, not at the end', async () => {
+    let fail!: (err: Error) => void;
+    const check = new Promise<void>((_, reject) => (fail = reject));
+    let asked = 0;
+    async function* slow(): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < 100; i++) {
+        asked++;
+        if (i === 2) fail(new ContentMismatchError('wrong'));
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        yield data.subarray(0, 1);
+      }
+    }
+    const { error } = await collect(heldUntil(slow(), check));
+    assert.ok(error instanceof ContentMismatchError);
+    assert.ok(asked <= 4, `asked for ${asked} chunks after the check failed at the third`);
+  });
+
+  it('passes an empty source once the check passed', async () => {
+    assert.deepEqual((await collect(heldUntil(chunks(Buffer.alloc(0), 1), Promise.resolve()))).bytes.length, 0);
   });
 });

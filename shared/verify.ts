@@ -51,6 +51,27 @@ export async function* verifiedSlice(source: AsyncIterable<Uint8Array>, digest: 
   if (held !== undefined) yield held;
 }
 
+/**
+ * Yields `chunks` (bytes of content checked elsewhere), holding the last one
+ * back until `check` has passed: a client never receives a complete body the
+ * check refused. Fails with the check's error, at the next chunk once it has
+ * failed, or at the end.
+ */
+export async function* heldUntil(chunks: AsyncIterable<Uint8Array>, check: Promise<void>): AsyncGenerator<Uint8Array> {
+  let failure: { error: unknown } | undefined;
+  check.catch((error: unknown) => {
+    failure = { error };
+  });
+  let held: Uint8Array | undefined;
+  for await (const chunk of chunks) {
+    if (failure !== undefined) throw failure.error;
+    if (held !== undefined) yield held;
+    held = chunk;
+  }
+  await check;
+  if (held !== undefined) yield held;
+}
+
 /** Collects a whole small content and checks it. */
 export async function readVerified(source: AsyncIterable<Uint8Array>, digest: Digest, size: number): Promise<Buffer> {
   const chunks: Uint8Array[] = [];

@@ -21,7 +21,17 @@ import { AS_SHIPPED, GET_SETTINGS, warmCompileCache, type RuntimeSetting } from 
 import type { Server } from './throughput.ts';
 
 /** The servers compared, by their names in tables and JSON. */
-export const SERVERS = { nginx: 'nginx (sendfile)', files: 'mirror (files)', grpc: 'mirror (Content.Read)' } as const;
+/**
+ * `files` runs as shipped: after the warm-up round its reads find the file's
+ * digest check remembered and hash nothing. `hashed` waits for a pass over
+ * the file on every read, as the first read of a file does.
+ */
+export const SERVERS = {
+  nginx: 'nginx (sendfile)',
+  files: 'mirror (files)',
+  hashed: 'mirror (files), each read hashed (--content-check-ttl=0)',
+  grpc: 'mirror (Content.Read)',
+} as const;
 /** The HEAD series' reference: nginx answering for a static copy of the manifest. */
 export const HEAD_REFERENCE = 'nginx (static file)';
 
@@ -77,12 +87,13 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
   let cluster: Cluster | undefined;
   let filesMirror: Mirror | undefined;
   let grpcMirror: Mirror | undefined;
+  let hashedMirror: Mirror | undefined;
   let nginx: Nginx | undefined;
   const settingMirrors: { setting: RuntimeSetting; mirror: Mirror }[] = [];
   const cgroups: MemoryCgroup[] = [];
   const stop = async (): Promise<void> => {
     try {
-      await stopAll(nginx, grpcMirror, filesMirror, ...settingMirrors.map((s) => s.mirror));
+      await stopAll(nginx, grpcMirror, hashedMirror, filesMirror, ...settingMirrors.map((s) => s.mirror));
     } finally {
       for (const cg of cgroups) cg.remove();
     }
@@ -107,6 +118,9 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
     const mirrorInit = { ip: node.ip, containerd: node.containerd, mirroredRegistries: [registry.url], logLevel: 'info' };
     // One after the other: a failed start then never leaves the other one running unseen.
     filesMirror = await step('mirror reading files started', () => startMirror({ ...mirrorInit, dir: join(node.dir, 'mirror-files'), env: AS_SHIPPED.env }));
+    hashedMirror = await step('mirror reading files started, each read hashed', () =>
+      startMirror({ ...mirrorInit, dir: join(node.dir, 'mirror-hashed'), extraArgs: ['--content-check-ttl', '0'], env: AS_SHIPPED.env }),
+    );
     grpcMirror = await step('mirror reading through Content.Read started', () =>
       startMirror({ ...mirrorInit, dir: join(node.dir, 'mirror-grpc'), contentPath: '', env: AS_SHIPPED.env }),
     );
@@ -134,8 +148,12 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
       if (live.length !== 1) throw new Error(`want one live process under ${dir}, found ${live.length}`);
       return live[0]!.pid;
     };
-    const mirrorPids: Record<string, number> = { [SERVERS.files]: pidOf(join(node.dir, 'mirror-files')), [SERVERS.grpc]: pidOf(join(node.dir, 'mirror-grpc')) };
-    const mirrorMetrics: Record<string, string> = { [SERVERS.files]: filesMirror.metricsUrl, [SERVERS.grpc]: grpcMirror.metricsUrl };
+    const mirrorPids: Record<string, number> = {
+      [SERVERS.files]: pidOf(join(node.dir, 'mirror-files')),
+      [SERVERS.hashed]: pidOf(join(node.dir, 'mirror-hashed')),
+      [SERVERS.grpc]: pidOf(join(node.dir, 'mirror-grpc')),
+    };
+    const mirrorMetrics: Record<string, string> = { [SERVERS.files]: filesMirror.metricsUrl, [SERVERS.hashed]: hashedMirror.metricsUrl, [SERVERS.grpc]: grpcMirror.metricsUrl };
     for (const [i, { setting, mirror }] of settingMirrors.entries()) {
       mirrorPids[settingServer(setting)] = pidOf(join(node.dir, `mirror-setting-${i}`));
       mirrorMetrics[settingServer(setting)] = mirror.metricsUrl;
@@ -146,6 +164,7 @@ export async function startFixture(init: FixtureInit): Promise<Fixture> {
     const servers: Server[] = [
       { name: SERVERS.nginx, blobUrl: `${nginx.url}/blob`, processes: () => [nginxPid, ...childPids(nginxPid)].map((pid) => ({ label: 'nginx', pid })) },
       { name: SERVERS.files, blobUrl: filesMirror.url + blobPath, processes: () => [{ label: 'mirror', pid: mirrorPids[SERVERS.files]!, byThread: true }] },
+      { name: SERVERS.hashed, blobUrl: hashedMirror.url + blobPath, processes: () => [{ label: 'mirror', pid: mirrorPids[SERVERS.hashed]!, byThread: true }] },
       {
         name: SERVERS.grpc,
         blobUrl: grpcMirror.url + blobPath,

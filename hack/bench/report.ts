@@ -121,6 +121,7 @@ export function computeFigures(transfers: Transfer[], heads: HeadSeries[], memor
     if (f) checks.push({ what: `GET ${server} / nginx`, value: f.ratioToNginx.toFixed(2), target: `>= ${target}`, pass: f.ratioToNginx >= target });
   };
   ratio(SERVERS.files, TARGETS.filesRatio);
+  ratio(SERVERS.hashed, TARGETS.filesRatio);
   ratio(SERVERS.grpc, TARGETS.grpcRatio);
   for (const h of headFigures.filter((x) => x.target !== HEAD_REFERENCE)) {
     checks.push({ what: `HEAD by tag p99, ${h.target}`, value: `${h.p99.toFixed(2)} ms`, target: `<= ${TARGETS.headP99Ms} ms`, pass: h.p99 <= TARGETS.headP99Ms });

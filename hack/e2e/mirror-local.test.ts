@@ -200,6 +200,22 @@ describe('mirror part 1: serving from the node\'s containerd', function () {
     }
   });
 
+  it('hashes a content file once for the reads that overlap it, and remembers the pass for later reads and ranges', async function () {
+    // z's large layer: read here first, then corrupted by the next test, which must see it checked again.
+    const big = z.manifests[0]!.layers[0]!;
+    const url = `${mirror1.url}/v2/test/z/blobs/${big.digest}`;
+    const uses = async (use: string) => readMetric(mirror1.metricsUrl, 'shoal_mirror_content_checks_total', { use });
+    const [hashed, joined, remembered] = await Promise.all(['hashed', 'joined', 'remembered'].map(uses));
+    const bodies = await Promise.all([1, 2, 3].map(async () => Buffer.from(await (await fetch(url)).arrayBuffer())));
+    for (const body of bodies) assert.deepEqual(body, z.bytes(big.digest));
+    assert.equal((await uses('hashed')) - hashed!, 1, 'three reads at once, one pass over the file');
+    assert.equal((await uses('joined')) + (await uses('remembered')) - joined! - remembered!, 2);
+    const part = await fetch(url, { headers: { Range: 'bytes=100-199' } });
+    assert.equal(part.status, 206);
+    assert.deepEqual(Buffer.from(await part.arrayBuffer()), z.bytes(big.digest).subarray(100, 200));
+    assert.equal((await uses('hashed')) - hashed!, 1, 'a range of a file checked lately is not hashed again');
+  });
+
   it('never serves a corrupt blob as good, on both read paths: 404 before the first byte, else an aborted body', async function () {
     // Flip the last byte of each layer in place in node 1's content store; sizes stay right.
     const [big, small] = [z.manifests[0]!.layers[0]!, z.manifests[0]!.layers[1]!];

@@ -3,15 +3,16 @@
  * from the content directory's files when readable (fast, no gRPC framing),
  * else through Content.Read.
  */
-import { access, constants, open, stat } from 'node:fs/promises';
+import { access, constants, open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../../../shared/digest.ts';
 import { parseDigest } from '../../../shared/digest.ts';
 import { ChunkPool, released } from '../../../shared/chunk-pool.ts';
-import { verifiedSlice, type Slice } from '../../../shared/verify.ts';
+import { ContentMismatchError, heldUntil, verifiedSlice, type Slice } from '../../../shared/verify.ts';
 import type { Logger } from '../../../shared/log.ts';
 import type { ContentStore, Descriptor, TagKey } from '../store.ts';
 import { ContainerdClient, isNotFound } from './client.ts';
+import { FileChecks, type CheckUse, type FileChecksInit } from './file-checks.ts';
 
 export interface ContainerdStoreInit {
   /** containerd's gRPC socket. */
@@ -21,6 +22,10 @@ export interface ContainerdStoreInit {
   /** containerd's content directory (`.../io.containerd.content.v1.content`); undefined: gRPC only. */
   contentPath: string | undefined;
   logger: Logger;
+  /** How content files' digest checks are shared (see file-checks.ts; its defaults). */
+  checks?: FileChecksInit;
+  /** Told how each read of a content file had its check: for metrics. */
+  onCheck?: (use: CheckUse) => void;
 }
 
 /** Large reads: fewer, bigger chunks through hashing and the socket. */
@@ -35,10 +40,14 @@ export class ContainerdStore implements ContentStore {
   readonly client: ContainerdClient;
   /** `<contentPath>/blobs`: a fast path only; containerd's Content API stays the truth. */
   readonly #blobsDir: string | undefined;
+  readonly #checks: FileChecks;
+  readonly #onCheck: (use: CheckUse) => void;
 
-  private constructor(client: ContainerdClient, blobsDir: string | undefined) {
+  private constructor(client: ContainerdClient, blobsDir: string | undefined, init: ContainerdStoreInit) {
     this.client = client;
     this.#blobsDir = blobsDir;
+    this.#checks = new FileChecks(init.checks);
+    this.#onCheck = init.onCheck ?? (() => undefined);
   }
 
   static async open(init: ContainerdStoreInit): Promise<ContainerdStore> {
@@ -51,7 +60,7 @@ export class ContainerdStore implements ContentStore {
       });
     }
     init.logger.info('containerd store ready', { socket: init.socket, namespace: init.namespace, contentPath: init.contentPath ?? 'none' });
-    return new ContainerdStore(client, blobsDir);
+    return new ContainerdStore(client, blobsDir, init);
   }
 
   async resolveTag(key: TagKey): Promise<Descriptor | undefined> {
@@ -65,13 +74,22 @@ export class ContainerdStore implements ContentStore {
   }
 
   async *read(digest: Digest, size: number, slice?: Slice): AsyncGenerator<Uint8Array> {
-    if ((await this.#fileSize(digest)) === undefined) {
+    const file = await this.#open(digest);
+    if (file === undefined) {
       yield* verifiedSlice(this.#grpcChunks(digest), digest, size, slice);
       return;
     }
-    // Hashed inline: on the 2-core machines measured here a worker thread gained
-    // nothing (the cores are busy either way) and cost ~55 MiB of RSS.
-    yield* verifiedSlice(fileChunks(this.#path(digest), new ChunkPool(FILE_CHUNK_BYTES, FILE_CHUNKS_KEPT)), digest, size, slice);
+    try {
+      const stats = await file.stat();
+      if (stats.size !== size) throw new ContentMismatchError(`${digest.text}: the file has ${stats.size} bytes, want ${size}`);
+      // The file's one check, shared with the reads that overlap it; this read sends only its slice.
+      const check = this.#checks.check(this.#path(digest), stats, digest);
+      this.#onCheck(check.use);
+      const pool = new ChunkPool(FILE_CHUNK_BYTES, FILE_CHUNKS_KEPT);
+      yield* heldUntil(fileChunks(file, slice?.start ?? 0, slice?.end ?? size - 1, pool), check.done);
+    } finally {
+      await file.close();
+    }
   }
 
   async discardPartial(digest: Digest): Promise<number> {
@@ -98,6 +116,17 @@ export class ContainerdStore implements ContentStore {
     }
   }
 
+  /** The content's file, open; undefined when there is no readable file for it. */
+  async #open(digest: Digest): Promise<FileHandle | undefined> {
+    if (this.#blobsDir === undefined) return undefined;
+    try {
+      return await open(this.#path(digest), 'r');
+    } catch {
+      // Absent, or unreadable: Content.Read decides.
+      return undefined;
+    }
+  }
+
   async *#grpcChunks(digest: Digest): AsyncGenerator<Uint8Array> {
     try {
       yield* this.client.readContent(digest.text);
@@ -113,21 +142,16 @@ export class ContainerdStore implements ContentStore {
   }
 }
 
-/** A file's bytes, read into the pool's buffers. */
-async function* fileChunks(path: string, pool: ChunkPool): AsyncGenerator<Uint8Array> {
-  const file = await open(path, 'r');
-  try {
-    for (let position = 0; ; ) {
-      const buffer = pool.take();
-      const { bytesRead } = await file.read(buffer, 0, buffer.length, position);
-      if (bytesRead === 0) {
-        released(buffer);
-        return;
-      }
-      position += bytesRead;
-      yield buffer.subarray(0, bytesRead);
+/** Bytes `start` to `end` (inclusive) of an open file, read into the pool's buffers. */
+async function* fileChunks(file: FileHandle, start: number, end: number, pool: ChunkPool): AsyncGenerator<Uint8Array> {
+  for (let position = start; position <= end; ) {
+    const buffer = pool.take();
+    const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, end + 1 - position), position);
+    if (bytesRead === 0) {
+      released(buffer);
+      throw new ContentMismatchError(`the file ended at byte ${position}, before byte ${end}`);
     }
-  } finally {
-    await file.close();
+    position += bytesRead;
+    yield buffer.subarray(0, bytesRead);
   }
 }
