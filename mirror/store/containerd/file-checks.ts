@@ -13,12 +13,14 @@
  * (device, inode, size, change and modification times), and it reads only a
  * file of that identity. containerd never writes into a committed blob (it
  * renames a finished ingest into place), so two reads of one identity read
- * the same bytes. A passed check is remembered for a while (`rememberMs`), so that a
- * rollout's later pulls and resumes cost no hashing; a new file under the same
- * digest is a new identity and is checked again. A failed check is not
- * remembered: the next read checks again.
+ * the same bytes; a reader compares its file's identity again once it has
+ * read, so a write into the file meanwhile fails the read (store.ts). A
+ * passed check is remembered for a while (`rememberMs`), so that a rollout's
+ * later pulls and resumes cost no hashing; a new file under the same digest
+ * is a new identity and is checked again. A failed check is not remembered:
+ * the next read checks again.
  */
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import type { Digest } from '../../../shared/digest.ts';
 import { newHasher } from '../../../shared/digest.ts';
@@ -33,7 +35,11 @@ export interface FileChecksInit {
   chunkBytes?: number;
   /** For tests: the clock. */
   now?: () => number;
+  /** For tests: how a check opens the file's path (default fs.promises.open). */
+  open?: (path: string) => Promise<FileHandle>;
 }
+
+const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 
 /** How a read's check was satisfied; for metrics. */
 export type CheckUse = 'hashed' | 'joined' | 'remembered';
@@ -48,6 +54,7 @@ export class FileChecks {
   readonly #rememberCount: number;
   readonly #chunkBytes: number;
   readonly #now: () => number;
+  readonly #open: (path: string) => Promise<FileHandle>;
   /** Checks in progress, by identity. */
   readonly #running = new Map<string, Promise<void>>();
   /** Passed checks by digest text, oldest first (a Map keeps insertion order). */
@@ -56,8 +63,9 @@ export class FileChecks {
   constructor(init: FileChecksInit = {}) {
     this.#rememberMs = init.rememberMs ?? 5 * 60_000;
     this.#rememberCount = init.rememberCount ?? 4096;
-    this.#chunkBytes = init.chunkBytes ?? 1024 * 1024;
+    this.#chunkBytes = init.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     this.#now = init.now ?? Date.now;
+    this.#open = init.open ?? ((path) => open(path, 'r'));
   }
 
   /**
@@ -90,26 +98,13 @@ export class FileChecks {
   }
 
   async #run(path: string, identity: string, size: number, digest: Digest): Promise<void> {
-    const file = await open(path, 'r');
+    const file = await this.#open(path);
     try {
       // The reader's file, not one that took its name since (containerd replaced it after a delete).
       if (identityOf(await file.stat()) !== identity) throw new Error(`${path} is no longer the file being read`);
-      const hasher = newHasher(digest);
-      // Two buffers: the next read runs on the thread pool while this one is hashed.
-      const buffers = [Buffer.allocUnsafeSlow(this.#chunkBytes), Buffer.allocUnsafeSlow(this.#chunkBytes)];
-      let position = 0;
-      let pending = file.read(buffers[0]!, 0, this.#chunkBytes, 0);
-      for (let turn = 1; ; turn++) {
-        const { bytesRead, buffer } = await pending;
-        if (bytesRead === 0) break;
-        position += bytesRead;
-        if (position > size) throw new ContentMismatchError(`${digest.text}: more than the expected ${size} bytes`);
-        pending = file.read(buffers[turn % 2]!, 0, this.#chunkBytes, position);
-        hasher.update(buffer.subarray(0, bytesRead));
-      }
-      if (position !== size) throw new ContentMismatchError(`${digest.text}: got ${position} bytes, want ${size}`);
-      const actual = hasher.digest('hex');
-      if (actual !== digest.hex) throw new ContentMismatchError(`${digest.text}: content hashes to ${digest.algorithm}:${actual}`);
+      await hashFile(file, size, digest, this.#chunkBytes);
+      // A pass over a file that changed while it was read says nothing of either version.
+      if (identityOf(await file.stat()) !== identity) throw new Error(`${path} changed while it was checked`);
     } finally {
       await file.close();
     }
@@ -122,7 +117,39 @@ export class FileChecks {
   }
 }
 
-/** What tells one file from another at the same path: a new file, or a rewrite, changes one of these. */
+/**
+ * Checks that the open `file` holds `size` bytes hashing to `digest`, reading
+ * it by position (so other reads of the same handle are not disturbed);
+ * fails with a ContentMismatchError when it does not.
+ */
+export async function hashFile(file: FileHandle, size: number, digest: Digest, chunkBytes = DEFAULT_CHUNK_BYTES): Promise<void> {
+  const hasher = newHasher(digest);
+  // Two buffers: the next read runs on the thread pool while this one is hashed.
+  const buffers = [Buffer.allocUnsafeSlow(chunkBytes), Buffer.allocUnsafeSlow(chunkBytes)];
+  let position = 0;
+  let pending = file.read(buffers[0]!, 0, chunkBytes, 0);
+  for (let turn = 1; ; turn++) {
+    const { bytesRead, buffer } = await pending;
+    if (bytesRead === 0) break;
+    position += bytesRead;
+    if (position > size) throw new ContentMismatchError(`${digest.text}: more than the expected ${size} bytes`);
+    pending = file.read(buffers[turn % 2]!, 0, chunkBytes, position);
+    hasher.update(buffer.subarray(0, bytesRead));
+  }
+  if (position !== size) throw new ContentMismatchError(`${digest.text}: got ${position} bytes, want ${size}`);
+  const actual = hasher.digest('hex');
+  if (actual !== digest.hex) throw new ContentMismatchError(`${digest.text}: content hashes to ${digest.algorithm}:${actual}`);
+}
+
+/** Whether two stats are of the same file, unchanged: what a check is keyed by. */
+export function sameFile(a: Stats, b: Stats): boolean {
+  return identityOf(a) === identityOf(b);
+}
+
+/**
+ * What tells one file from another at the same path: a new file, or a write
+ * into it, changes one of these (as finely as the file system's timestamps).
+ */
 function identityOf(stats: Stats): string {
   return `${stats.dev}:${stats.ino}:${stats.size}:${stats.ctimeMs}:${stats.mtimeMs}`;
 }

@@ -3,6 +3,7 @@
  * from the content directory's files when readable (fast, no gRPC framing),
  * else through Content.Read.
  */
+import type { Stats } from 'node:fs';
 import { access, constants, open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../../../shared/digest.ts';
@@ -12,7 +13,7 @@ import { ContentMismatchError, heldUntil, verifiedSlice, type Slice } from '../.
 import type { Logger } from '../../../shared/log.ts';
 import type { ContentStore, Descriptor, TagKey } from '../store.ts';
 import { ContainerdClient, isNotFound } from './client.ts';
-import { FileChecks, type CheckUse, type FileChecksInit } from './file-checks.ts';
+import { FileChecks, hashFile, sameFile, type CheckUse, type FileChecksInit } from './file-checks.ts';
 
 export interface ContainerdStoreInit {
   /** containerd's gRPC socket. */
@@ -85,8 +86,10 @@ export class ContainerdStore implements ContentStore {
       // The file's one check, shared with the reads that overlap it; this read sends only its slice.
       const check = this.#checks.check(this.#path(digest), stats, digest);
       this.#onCheck(check.use);
+      // A shared check that could not read this read's file (replaced since it was opened): a pass over this read's own handle.
+      const done = check.done.catch((err: unknown) => (err instanceof ContentMismatchError ? Promise.reject(err) : hashFile(file, size, digest)));
       const pool = new ChunkPool(FILE_CHUNK_BYTES, FILE_CHUNKS_KEPT);
-      yield* heldUntil(fileChunks(file, slice?.start ?? 0, slice?.end ?? size - 1, pool), check.done);
+      yield* heldUntil(unchangedSlice(file, stats, slice?.start ?? 0, slice?.end ?? size - 1, pool), done);
     } finally {
       await file.close();
     }
@@ -142,8 +145,13 @@ export class ContainerdStore implements ContentStore {
   }
 }
 
-/** Bytes `start` to `end` (inclusive) of an open file, read into the pool's buffers. */
-async function* fileChunks(file: FileHandle, start: number, end: number, pool: ChunkPool): AsyncGenerator<Uint8Array> {
+/**
+ * Bytes `start` to `end` (inclusive) of an open file, read into the pool's
+ * buffers. Fails at the end if the file is no longer as `stats` said: the
+ * check was of the file as it was, and a write into it since (never by
+ * containerd) would make these bytes others than the ones checked.
+ */
+async function* unchangedSlice(file: FileHandle, stats: Stats, start: number, end: number, pool: ChunkPool): AsyncGenerator<Uint8Array> {
   for (let position = start; position <= end; ) {
     const buffer = pool.take();
     const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, end + 1 - position), position);
@@ -154,4 +162,5 @@ async function* fileChunks(file: FileHandle, start: number, end: number, pool: C
     position += bytesRead;
     yield buffer.subarray(0, bytesRead);
   }
+  if (!sameFile(stats, await file.stat())) throw new ContentMismatchError('the file changed while it was read');
 }
