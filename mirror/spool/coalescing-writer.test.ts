@@ -24,13 +24,46 @@ class FakeFile implements WritevTarget {
   }
 }
 
+/** No holding back: each chunk goes as soon as no write is in flight (what the tests of in-flight coalescing need). */
+const AT_ONCE = { minWriteBytes: 0 };
+
 describe('CoalescingWriter', function () {
+  it('holds chunks until minWriteBytes of them wait, then writes them in one writev', async function () {
+    const file = new FakeFile();
+    const writer = new CoalescingWriter(file, () => {}, { minWriteBytes: 1000, maxHoldMs: 60_000 });
+    const chunks = [randomBytes(300), randomBytes(300), randomBytes(300)];
+    for (const chunk of chunks) await writer.write(chunk);
+    await sleep(10);
+    assert.deepEqual(file.calls, [], 'below minWriteBytes, within maxHoldMs: nothing written');
+    const last = randomBytes(100);
+    await writer.write(last);
+    await writer.flush();
+    assert.deepEqual(file.calls, [{ buffers: 4, position: 0 }]);
+    assert.ok(file.disk.equals(Buffer.concat([...chunks, last])));
+  });
+
+  it('writes what is held once the first of it waited maxHoldMs, and flush() writes it at once', async function () {
+    const file = new FakeFile();
+    const writer = new CoalescingWriter(file, () => {}, { minWriteBytes: 1 << 20, maxHoldMs: 30 });
+    await writer.write(randomBytes(100));
+    await sleep(10);
+    await writer.write(randomBytes(100));
+    assert.deepEqual(file.calls, []);
+    await sleep(60);
+    assert.deepEqual(file.calls, [{ buffers: 2, position: 0 }], 'both, 30 ms after the first');
+    assert.equal(writer.written, 200);
+    await writer.write(randomBytes(50));
+    await writer.flush();
+    assert.deepEqual(file.calls[1], { buffers: 1, position: 200 }, 'flush does not wait for maxHoldMs');
+    assert.equal(writer.written, 250);
+  });
+
   it('writes a chunk at once when no write is in flight, and those that come meanwhile in one writev', async function () {
     const file = new FakeFile();
     const held = Promise.withResolvers<void>();
     file.hold = held.promise;
     const reported: number[] = [];
-    const writer = new CoalescingWriter(file, (written) => reported.push(written));
+    const writer = new CoalescingWriter(file, (written) => reported.push(written), AT_ONCE);
     const chunks = [randomBytes(100), randomBytes(200), randomBytes(300), randomBytes(400)];
     for (const chunk of chunks) await writer.write(chunk);
     assert.deepEqual(file.calls, [{ buffers: 1, position: 0 }], 'the first chunk, alone');
@@ -50,7 +83,7 @@ describe('CoalescingWriter', function () {
     const file = new FakeFile();
     let held = Promise.withResolvers<void>();
     file.hold = held.promise;
-    const writer = new CoalescingWriter(file, () => {});
+    const writer = new CoalescingWriter(file, () => {}, AT_ONCE);
     const chunk = 64 * 1024;
     const chunks = Array.from({ length: 3 * (MAX_HELD_BYTES / chunk) }, () => randomBytes(chunk));
     let taken = 0;
@@ -87,7 +120,7 @@ describe('CoalescingWriter', function () {
     file.hold = held.promise;
     file.maxPerWrite = 1000;
     const reported: number[] = [];
-    const writer = new CoalescingWriter(file, (written) => reported.push(written));
+    const writer = new CoalescingWriter(file, (written) => reported.push(written), AT_ONCE);
     const chunks = [randomBytes(700), randomBytes(700), randomBytes(700), Buffer.alloc(0)];
     for (const chunk of chunks) await writer.write(chunk);
     held.resolve();
@@ -105,7 +138,7 @@ describe('CoalescingWriter', function () {
     const file = new FakeFile();
     const held = Promise.withResolvers<void>();
     file.hold = held.promise;
-    const writer = new CoalescingWriter(file, () => {});
+    const writer = new CoalescingWriter(file, () => {}, AT_ONCE);
     await writer.write(randomBytes(10));
     await writer.write(randomBytes(10));
     file.failure = new Error('ENOSPC: no space left on device');
@@ -120,7 +153,7 @@ describe('CoalescingWriter', function () {
     const file = new FakeFile();
     const held = Promise.withResolvers<void>();
     file.hold = held.promise;
-    const writer = new CoalescingWriter(file, () => {});
+    const writer = new CoalescingWriter(file, () => {}, AT_ONCE);
     const first = randomBytes(10);
     await writer.write(first);
     await writer.write(randomBytes(10));
