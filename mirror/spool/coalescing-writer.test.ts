@@ -37,9 +37,46 @@ describe('CoalescingWriter', function () {
     assert.deepEqual(file.calls, [], 'below minWriteBytes, within maxHoldMs: nothing written');
     const last = randomBytes(100);
     await writer.write(last);
+    assert.deepEqual(file.calls, [{ buffers: 4, position: 0 }], 'the fourth chunk reached minWriteBytes: written at once');
     await writer.flush();
     assert.deepEqual(file.calls, [{ buffers: 4, position: 0 }]);
     assert.ok(file.disk.equals(Buffer.concat([...chunks, last])));
+  });
+
+  it('chunks that come while a write is in flight wait, once it ends, for minWriteBytes or maxHoldMs again', async function () {
+    const file = new FakeFile();
+    const held = Promise.withResolvers<void>();
+    file.hold = held.promise;
+    const writer = new CoalescingWriter(file, () => {}, { minWriteBytes: 1000, maxHoldMs: 30 });
+    await writer.write(randomBytes(1000));
+    assert.equal(file.calls.length, 1);
+    await writer.write(randomBytes(10));
+    await writer.write(randomBytes(10));
+    file.hold = undefined;
+    held.resolve();
+    await sleep(10);
+    assert.equal(file.calls.length, 1, 'the write ended; 20 bytes wait under minWriteBytes');
+    await sleep(50);
+    assert.deepEqual(file.calls[1], { buffers: 2, position: 1000 }, 'written once they waited maxHoldMs');
+    assert.equal(writer.written, 1020);
+  });
+
+  it('discard() with chunks held under minWriteBytes: nothing is written, then or later', async function () {
+    const file = new FakeFile();
+    const writer = new CoalescingWriter(file, () => {}, { minWriteBytes: 1000, maxHoldMs: 10 });
+    await writer.write(randomBytes(100));
+    await writer.discard();
+    await sleep(40);
+    assert.deepEqual(file.calls, []);
+  });
+
+  it('never holds back more than MAX_HELD_BYTES, whatever minWriteBytes says', async function () {
+    const file = new FakeFile();
+    const writer = new CoalescingWriter(file, () => {}, { minWriteBytes: 4 * MAX_HELD_BYTES, maxHoldMs: 60_000 });
+    const chunk = 256 * 1024;
+    for (let i = 0; i < MAX_HELD_BYTES / chunk; i++) await writer.write(randomBytes(chunk));
+    assert.deepEqual(file.calls, [{ buffers: MAX_HELD_BYTES / chunk, position: 0 }]);
+    await writer.flush();
   });
 
   it('writes what is held once the first of it waited maxHoldMs, and flush() writes it at once', async function () {

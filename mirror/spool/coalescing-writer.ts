@@ -1,9 +1,10 @@
 /**
  * Appends chunks to a file in few, large writes.
  *
- * Chunks are held until `minWriteBytes` of them wait or `maxHoldMs` passed
- * since the first, then go together in a single writev once no write is in
- * flight; those that come meanwhile go in the next. Each fs write costs a
+ * Chunks are held until no write is in flight and either `minWriteBytes` of
+ * them wait or `maxHoldMs` passed since that moment (or since the first of
+ * them came, if none was in flight); then all that is held goes in a single
+ * writev. Each fs write costs a
  * round trip through libuv's thread pool, tens of microseconds of CPU on two
  * threads whatever its size, and a download from a throttled registry
  * arrives in reads of a few tens of KiB: written one by one, a 50 MiB blob
@@ -27,9 +28,9 @@ export interface WritevTarget {
 export const MAX_HELD_BYTES = 4 * 1024 * 1024;
 
 export interface CoalescingWriterInit {
-  /** Bytes held at which a write starts (default 512 KiB; 0: each chunk as soon as no write is in flight). */
+  /** Bytes held at which a write starts (default 512 KiB, at most MAX_HELD_BYTES; 0: each chunk as soon as no write is in flight). */
   minWriteBytes?: number;
-  /** Longest a held chunk waits for more before it is written anyway (default 20 ms). */
+  /** Once no write is in flight, how long held chunks under minWriteBytes wait for more before they are written anyway (default 20 ms). */
   maxHoldMs?: number;
 }
 
@@ -37,10 +38,10 @@ export class CoalescingWriter {
   readonly #file: WritevTarget;
   readonly #onWritten: (written: number) => void;
   #written = 0;
-  /** Chunks waiting for the write in flight to end. */
+  /** Chunks waiting for the next write: for the one in flight to end, then for minWriteBytes or the hold timer. */
   #held: Uint8Array[] = [];
   #heldBytes = 0;
-  /** The write in flight; it settles (never rejecting) once the next one, if any, has started. */
+  /** The write in flight; it settles (never rejecting) once the next one has started or the hold timer is armed for what is held. */
   #inFlight: Promise<void> | undefined;
   /** Why a write failed: write() and flush() reject with it from then on. */
   #error: Error | undefined;
@@ -53,7 +54,8 @@ export class CoalescingWriter {
   constructor(file: WritevTarget, onWritten: (written: number) => void, init: CoalescingWriterInit = {}) {
     this.#file = file;
     this.#onWritten = onWritten;
-    this.#minWriteBytes = init.minWriteBytes ?? 512 * 1024;
+    // Above the bound, write() would wait for a write that is not in flight: nothing would stop what is held from growing.
+    this.#minWriteBytes = Math.min(init.minWriteBytes ?? 512 * 1024, MAX_HELD_BYTES);
     this.#maxHoldMs = init.maxHoldMs ?? 20;
   }
 

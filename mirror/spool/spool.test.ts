@@ -549,7 +549,7 @@ describe('Spool', function () {
     });
 
     it('resumes from the bytes received, once they are on disk, when the source fails with chunks still unwritten', async function () {
-      // Writes wait until the source has failed: its last chunks are held in memory when it does.
+      // Nothing reaches the disk before the source fails (the chunks are under the writer's minWriteBytes, and the hook holds writes too): the resume must flush them first.
       const failed = Promise.withResolvers<void>();
       const writes: number[] = [];
       restores.push(

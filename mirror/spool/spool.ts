@@ -46,6 +46,9 @@ export const SPOOL_DEFAULTS = { maxResumes: 3, lingerMs: 10_000 } as const;
  * WINDOW_BYTES, at least MIN_WINDOW_BYTES): a node starting many downloads at
  * once (a cluster bootstrap pulls dozens of images) must stay within its
  * container's limit; a reader that falls out of a smaller window reads the file.
+ * A window also keeps the bytes not yet on disk, which the file writer holds
+ * up to 512 KiB at a time (see coalescing-writer.ts): with many downloads at
+ * the minimum, that can double what each keeps.
  */
 const WINDOWS_BUDGET_BYTES = 64 * 1024 * 1024;
 const MIN_WINDOW_BYTES = 512 * 1024;
