@@ -4,6 +4,7 @@
  * digest and size, so a client never receives a complete body that is wrong:
  * on a mismatch the stream fails and the caller aborts the response.
  */
+import type { Hash } from 'node:crypto';
 import type { Digest } from './digest.ts';
 import { newHasher } from './digest.ts';
 import { released } from './chunk-pool.ts';
@@ -45,10 +46,15 @@ export async function* verifiedSlice(source: AsyncIterable<Uint8Array>, digest: 
     if (held !== undefined) yield held;
     held = piece;
   }
-  if (offset !== size) throw new ContentMismatchError(`${digest.text}: got ${offset} bytes, want ${size}`);
+  checkHashed(hasher, offset, size, digest);
+  if (held !== undefined) yield held;
+}
+
+/** Fails with a ContentMismatchError unless `hasher`, fed `bytes` bytes, holds content of `size` bytes that hashes to `digest`. */
+export function checkHashed(hasher: Hash, bytes: number, size: number, digest: Digest): void {
+  if (bytes !== size) throw new ContentMismatchError(`${digest.text}: got ${bytes} bytes, want ${size}`);
   const actual = hasher.digest('hex');
   if (actual !== digest.hex) throw new ContentMismatchError(`${digest.text}: content hashes to ${digest.algorithm}:${actual}`);
-  if (held !== undefined) yield held;
 }
 
 /**

@@ -17,7 +17,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { released, type ChunkPool } from '../../shared/chunk-pool.ts';
 import { newHasher, type Digest } from '../../shared/digest.ts';
 import type { Logger } from '../../shared/log.ts';
-import { ContentMismatchError, type Slice } from '../../shared/verify.ts';
+import { checkHashed, type Slice } from '../../shared/verify.ts';
 import { CoalescingWriter } from './coalescing-writer.ts';
 import { RecentBytes } from './recent-bytes.ts';
 import { resumable } from './resumable.ts';
@@ -302,8 +302,7 @@ export class SpoolEntry {
       }
       // Once complete, readers take every byte up to the size from the file.
       await fileWriter.flush();
-      const actual = hasher.digest('hex');
-      if (actual !== digest.hex) throw new ContentMismatchError(`${digest.text}: content hashes to ${digest.algorithm}:${actual}`);
+      checkHashed(hasher, fileWriter.written, size, digest);
       await file.close();
       file = undefined;
       this.#state = 'complete';

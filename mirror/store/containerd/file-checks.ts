@@ -24,7 +24,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import type { Digest } from '../../../shared/digest.ts';
 import { newHasher } from '../../../shared/digest.ts';
-import { ContentMismatchError } from '../../../shared/verify.ts';
+import { checkHashed, ContentMismatchError } from '../../../shared/verify.ts';
 
 export interface FileChecksInit {
   /** How long a passed check is trusted for reads of the same file (default 5 minutes). */
@@ -136,9 +136,7 @@ export async function hashFile(file: FileHandle, size: number, digest: Digest, c
     pending = file.read(buffers[turn % 2]!, 0, chunkBytes, position);
     hasher.update(buffer.subarray(0, bytesRead));
   }
-  if (position !== size) throw new ContentMismatchError(`${digest.text}: got ${position} bytes, want ${size}`);
-  const actual = hasher.digest('hex');
-  if (actual !== digest.hex) throw new ContentMismatchError(`${digest.text}: content hashes to ${digest.algorithm}:${actual}`);
+  checkHashed(hasher, position, size, digest);
 }
 
 /** Whether two stats are of the same file, unchanged: what a check is keyed by. */
