@@ -167,13 +167,12 @@ export class DhtRouter implements Router, LivePeers {
   readonly #table: RoutingTable;
   readonly #provideTargets: ProvideTargets;
   readonly #sync: RecordSync | undefined;
-  /** The advertised keys' digests, which peers that ask get (record-sync.ts). */
+  /** The advertised keys, with their digests, which peers that ask get (record-sync.ts). */
   readonly #keys: KeyDigests;
   readonly #logger: Logger;
   readonly #ttlMs: number;
   readonly #queue: ProvideQueue;
   readonly #bootstrap: Bootstrapper;
-  readonly #advertised = new Set<string>();
   /** Key → when a provide of it last reached a peer. */
   readonly #provided = new Map<string, number>();
   /** Key → when it was withdrawn; its local record is deleted again on each tick for a while. */
@@ -376,9 +375,7 @@ export class DhtRouter implements Router, LivePeers {
   advertise(keys: Iterable<string>): void {
     if (this.#closing.signal.aborted) return;
     for (const key of keys) {
-      if (this.#advertised.has(key)) continue;
-      this.#advertised.add(key);
-      this.#keys.add(key);
+      if (!this.#keys.add(key)) continue;
       this.#withdrawn.delete(key);
       // Alone, there is nobody to provide to: joining queues every key.
       if (this.#table.size > 0) this.#queue.enqueue(key, true);
@@ -387,8 +384,7 @@ export class DhtRouter implements Router, LivePeers {
 
   withdraw(keys: Iterable<string>): void {
     for (const key of keys) {
-      if (!this.#advertised.delete(key)) continue;
-      this.#keys.delete(key);
+      if (!this.#keys.delete(key)) continue;
       this.#queue.drop(key);
       this.#provided.delete(key);
       this.#withdrawn.set(key, Date.now());
@@ -396,8 +392,9 @@ export class DhtRouter implements Router, LivePeers {
     }
   }
 
+  /** A copy: the keys advertised now. */
   advertised(): ReadonlySet<string> {
-    return this.#advertised;
+    return new Set(this.#keys.keys());
   }
 
   /**
@@ -429,7 +426,7 @@ export class DhtRouter implements Router, LivePeers {
     const sync = this.#sync?.stats();
     return {
       peers: this.#table.size,
-      advertisedKeys: this.#advertised.size,
+      advertisedKeys: this.#keys.size,
       pendingProvides: this.#queue.pending,
       providesInFlight: this.#queue.inFlight,
       peakProvidesInFlight: this.#queue.peakInFlight,
@@ -501,17 +498,17 @@ export class DhtRouter implements Router, LivePeers {
       if (this.#sync?.canPush() === true) {
         // Every peer gets it in the next push: one stream per peer for all the keys of a burst.
         await this.#sync.recordOwn(cid, signal);
-        if (this.#advertised.has(key)) this.#sync.push(key);
+        if (this.#keys.has(key)) this.#sync.push(key);
         return;
       }
       for await (const event of this.#node.services.dht.provide(cid, { signal })) {
         if (event.name === 'PEER_RESPONSE' && event.messageName === 'ADD_PROVIDER') reached++;
       }
       // kad-dht's provide is done when one peer took the record: peers that take pushes get it surely.
-      if (this.#advertised.has(key)) this.#sync?.push(key);
+      if (this.#keys.has(key)) this.#sync?.push(key);
     } finally {
       // kad-dht wrote our local record before asking the network: undo it if the key was withdrawn meanwhile.
-      if (!this.#advertised.has(key)) this.#forget(key);
+      if (!this.#keys.has(key)) this.#forget(key);
     }
     signal.throwIfAborted();
     if (reached === 0) throw new Error('no peer took the record');
@@ -530,7 +527,7 @@ export class DhtRouter implements Router, LivePeers {
     // Work left from earlier ticks, tick after tick: re-provides lag and records may expire first.
     this.#backloggedTicks = this.#queue.pending > 0 ? this.#backloggedTicks + 1 : 0;
     if (this.#backloggedTicks === 3) {
-      this.#logger.warn('provide queue is falling behind', { pending: this.#queue.pending, advertised: this.#advertised.size, peers: this.#table.size });
+      this.#logger.warn('provide queue is falling behind', { pending: this.#queue.pending, advertised: this.#keys.size, peers: this.#table.size });
     }
     for (const [key, at] of this.#withdrawn) {
       if (now - at > this.#ttlMs + 2 * cleanupInterval(this.#ttlMs)) this.#withdrawn.delete(key);
@@ -538,7 +535,7 @@ export class DhtRouter implements Router, LivePeers {
     }
     // Alone, there is nobody to provide to: joining queues every key.
     if (this.#table.size === 0) return;
-    for (const key of this.#advertised) {
+    for (const key of this.#keys.keys()) {
       const at = this.#provided.get(key);
       if (at === undefined || now - at >= this.#ttlMs / 2) this.#queue.enqueue(key);
     }
@@ -550,7 +547,7 @@ export class DhtRouter implements Router, LivePeers {
     this.#logger.info('joined the peer network', { peers: this.#table.size });
     // Records provided while alone reached nobody, and peers that left took ours with them.
     this.#provided.clear();
-    for (const key of this.#advertised) this.#queue.enqueue(key);
+    for (const key of this.#keys.keys()) this.#queue.enqueue(key);
   };
 
   readonly #onPeerRemove = (): void => {
@@ -593,7 +590,7 @@ export class DhtRouter implements Router, LivePeers {
         },
       });
     gauge('shoal_peers', 'Peers in the DHT routing table.', () => this.#table.size);
-    gauge('shoal_advertised_keys', 'Keys (digests and tags) this node provides in the DHT.', () => this.#advertised.size);
+    gauge('shoal_advertised_keys', 'Keys (digests and tags) this node provides in the DHT.', () => this.#keys.size);
     gauge('shoal_dht_provide_queue', 'Provides waiting to be sent to the DHT.', () => this.#queue.pending);
     gauge('shoal_dht_records_complete', 'Whether this node holds every provider record of the network, so lookups are answered from its own (1) or ask the network (0).', () => (this.#sync?.complete() === true ? 1 : 0));
     this.#lookupsCounter = new Counter({

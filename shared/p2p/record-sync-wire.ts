@@ -84,18 +84,31 @@ export class KeyDigests {
     return this.#fingerprint.slice();
   }
 
-  add(key: string): void {
-    if (this.#digests.has(key)) return;
+  /** Adds a key; false when it was in the set already. */
+  add(key: string): boolean {
+    if (this.#digests.has(key)) return false;
     const digest = keyDigest(key);
     this.#digests.set(key, digest);
     xorInto(this.#fingerprint, digest);
+    return true;
   }
 
-  delete(key: string): void {
+  /** Removes a key; false when it was not in the set. */
+  delete(key: string): boolean {
     const digest = this.#digests.get(key);
-    if (digest === undefined) return;
+    if (digest === undefined) return false;
     this.#digests.delete(key);
     xorInto(this.#fingerprint, digest);
+    return true;
+  }
+
+  has(key: string): boolean {
+    return this.#digests.has(key);
+  }
+
+  /** The keys, in the order they were added. */
+  keys(): IterableIterator<string> {
+    return this.#digests.keys();
   }
 
   /** The digest of a key in the set; undefined once withdrawn. */
