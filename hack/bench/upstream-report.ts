@@ -39,6 +39,8 @@ export interface UpstreamFigures {
   wallRatio: number;
   /** One node through Shoal over one node alone: a lone pull must not be slower. */
   loneRatio: number;
+  /** Every node through Shoal over every node alone with a link each: Shoal's cost over what this machine allows. */
+  floorRatio: number;
   checks: Check[];
   problems: string[];
 }
@@ -58,12 +60,12 @@ export function computeUpstreamFigures(run: UpstreamRun): UpstreamFigures {
       busy: median(rounds.map((r) => r.busy)),
     };
   });
-  const of = (kind: UpstreamKind) => kinds.find((k) => k.kind === kind)!;
   const imageBytes = run.imageBytes ?? NaN;
   const worstBytes = Math.max(...run.rounds.filter((r) => r.kind === 'shoal-all').map((r) => r.upstreamBytes));
   const bytesRatio = worstBytes / imageBytes;
-  const wallRatio = of('shoal-all').wall.median / of('direct-one').wall.median;
-  const loneRatio = of('shoal-one').wall.median / of('direct-one').wall.median;
+  const wallRatio = of(kinds, 'shoal-all').wall.median / of(kinds, 'direct-one').wall.median;
+  const loneRatio = of(kinds, 'shoal-one').wall.median / of(kinds, 'direct-one').wall.median;
+  const floorRatio = of(kinds, 'shoal-all').wall.median / of(kinds, 'floor-all').wall.median;
   const n = run.nodes.length;
   const checks: Check[] = [
     {
@@ -79,7 +81,7 @@ export function computeUpstreamFigures(run: UpstreamRun): UpstreamFigures {
       pass: wallRatio <= UPSTREAM_TARGETS.wallRatio,
     },
   ];
-  return { kinds, bytesRatio, wallRatio, loneRatio, checks, problems };
+  return { kinds, bytesRatio, wallRatio, loneRatio, floorRatio, checks, problems };
 }
 
 const DESCRIPTION: Record<UpstreamKind, string> = {
@@ -87,6 +89,7 @@ const DESCRIPTION: Record<UpstreamKind, string> = {
   'direct-all': 'every node, containerd alone',
   'shoal-all': 'every node, through Shoal',
   'shoal-one': 'one node, through Shoal',
+  'floor-all': 'every node, alone, a link each',
 };
 
 export function formatUpstreamReport(f: UpstreamFigures, run: UpstreamRun): string {
@@ -110,7 +113,11 @@ export function formatUpstreamReport(f: UpstreamFigures, run: UpstreamRun): stri
     ),
   );
   out.push(`one node through Shoal / containerd alone: ${f.loneRatio.toFixed(2)} (a lone pull should not be slower)`);
-  const all = f.kinds.find((k) => k.kind === 'shoal-all')!;
+  out.push(
+    `every node through Shoal / every node alone with a link each: ${f.floorRatio.toFixed(2)} ` +
+      `(the floor: ${of(f.kinds, 'floor-all').wall.median.toFixed(2)} s, ${(of(f.kinds, 'floor-all').wall.median / of(f.kinds, 'direct-one').wall.median).toFixed(2)} x one node, is what ${run.nodes.length} nodes pulling at once cost this machine without any sharing)`,
+  );
+  const all = of(f.kinds, 'shoal-all');
   const cores = cpus().length;
   // Every simulated node's containerd shares this machine's cores: a round that fills them measures the machine.
   if (all.busy > 0.9) {
@@ -121,4 +128,8 @@ export function formatUpstreamReport(f: UpstreamFigures, run: UpstreamRun): stri
   }
   out.push('cores: CPU over the wall time (1 = one core busy throughout); machine busy: share of all cores.');
   return out.join('\n');
+}
+
+function of(kinds: readonly KindFigures[], kind: UpstreamKind): KindFigures {
+  return kinds.find((k) => k.kind === kind)!;
 }

@@ -6,13 +6,24 @@
  *   - `direct-one`: one node, containerd alone (the reference: one node's cold pull);
  *   - `direct-all`: every node at once, containerd alone (what a rollout costs today);
  *   - `shoal-all`: every node at once through its mirror (upstream fallback on);
- *   - `shoal-one`: one node through its mirror (a lone pull must not be slower).
+ *   - `shoal-one`: one node through its mirror (a lone pull must not be slower);
+ *   - `floor-all`: every node at once, containerd alone, the link `nodes` times
+ *     as fast: each node pulls as fast as a node alone, at no cost in CPU. No
+ *     sharing of downloads can beat it on this machine, where every node's
+ *     containerd runs on the same cores: it tells Shoal's cost from the machine's.
  * A Shoal measurement pulls an image of its own, never pulled before: the
  * cluster's first sight of it, as in a rollout. A containerd-alone one reuses
- * one image, removed from every node before each pull.
+ * one image. Before each measurement every node is back to the same state:
+ * the images of earlier measurements removed, and the disk synced. Left in
+ * place, they made later rounds slower: the kernel writes a file's pages out
+ * about 30 s after they were written, so the 1-2 GB a round writes landed on
+ * the rounds after it (containerd took 1.3-1.8 times the CPU for the same pull,
+ * measured).
  */
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { startCluster, type Cluster, type ClusterNode } from '../harness/cluster.ts';
 import { writeHostsToml } from '../harness/hosts.ts';
 import { readMetric } from '../harness/http.ts';
@@ -34,7 +45,7 @@ export interface UpstreamConfig {
   rounds: number;
 }
 
-export const UPSTREAM_KINDS = ['direct-one', 'shoal-all', 'direct-all', 'shoal-one'] as const;
+export const UPSTREAM_KINDS = ['direct-one', 'shoal-all', 'direct-all', 'shoal-one', 'floor-all'] as const;
 export type UpstreamKind = (typeof UPSTREAM_KINDS)[number];
 
 export interface UpstreamRound {
@@ -105,6 +116,7 @@ export async function runUpstream(init: UpstreamInit): Promise<UpstreamRun> {
     const directHosts = join(c.runDir, 'hosts-direct');
     writeHostsToml(directHosts, c.registry.host, { server: c.registry.url, serverAsHost: true });
 
+    let lastShoal: PushedImage | undefined;
     for (let round = 1; round <= config.rounds; round++) {
       // Rotated each round: every kind comes early and late.
       const order = UPSTREAM_KINDS.map((_, i) => UPSTREAM_KINDS[(i + round - 1) % UPSTREAM_KINDS.length]!);
@@ -112,10 +124,22 @@ export async function runUpstream(init: UpstreamInit): Promise<UpstreamRun> {
         signal.throwIfAborted();
         const viaShoal = kind.startsWith('shoal');
         const image = viaShoal ? fresh.shift()! : direct;
-        await Promise.all(c.nodes.map((n) => makeCold(n, direct)));
+        await Promise.all(c.nodes.map(async (n) => {
+          await makeCold(n, direct);
+          if (lastShoal !== undefined) await makeCold(n, lastShoal);
+        }));
+        if (viaShoal) lastShoal = image;
+        await promisify(execFile)('sync');
         await spoolsEmpty(c.nodes);
         const pullers = kind.endsWith('-one') ? [c.nodes[(round - 1) % c.nodes.length]!] : c.nodes;
-        const r = await measure(c, pullers, image, viaShoal ? undefined : directHosts, init.clockHz);
+        const wide = kind === 'floor-all';
+        if (wide) await host.setRate(config.rateMbit * config.nodes);
+        let r: Awaited<ReturnType<typeof measure>>;
+        try {
+          r = await measure(c, pullers, image, viaShoal ? undefined : directHosts, init.clockHz);
+        } finally {
+          if (wide) await host.setRate(config.rateMbit);
+        }
         const row: UpstreamRound = { round, kind, position, image: image.ref, ...r };
         result.rounds.push(row);
         const problems = r.pulls.filter((p) => p.problem !== undefined).map((p) => `${p.node}: ${p.problem}`);

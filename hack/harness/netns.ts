@@ -22,6 +22,8 @@ export interface ThrottledHost {
   readonly hostIp: string;
   /** The command prefix that runs a program inside the namespace. */
   readonly exec: readonly string[];
+  /** Sets the link's rate, both ways. */
+  setRate(rateMbit: number): Promise<void>;
   /** Removes the namespace and its link; processes inside must be stopped first. */
   remove(): Promise<void>;
 }
@@ -30,7 +32,7 @@ const PREFIX = 'shoal-';
 let made = 0;
 
 export async function createThrottledHost(init: ThrottledHostInit): Promise<ThrottledHost> {
-  if (!Number.isFinite(init.rateMbit) || init.rateMbit <= 0) throw new RangeError(`rateMbit ${init.rateMbit} is not a rate`);
+  checkRate(init.rateMbit);
   await removeLeftoverNamespaces();
   const n = made++;
   // The start time with the pid: a leftover is told from a live run even after its pid is reused.
@@ -42,7 +44,11 @@ export async function createThrottledHost(init: ThrottledHostInit): Promise<Thro
   const subnet = ((process.pid * 8 + n) % 16_384) * 4;
   const [hostIp, ip] = [subnet + 1, subnet + 2].map((a) => `10.213.${a >> 8}.${a & 255}`) as [string, string];
   const inNs = (...args: string[]) => ip_(['netns', 'exec', name, ...args]);
-  const tbf = ['qdisc', 'add', 'root', 'tbf', 'rate', `${init.rateMbit}mbit`, 'burst', '256kb', 'latency', '500ms'];
+  const tbf = (verb: 'add' | 'change', dev: string, rateMbit: number) => ['qdisc', verb, 'dev', dev, 'root', 'tbf', 'rate', `${rateMbit}mbit`, 'burst', '256kb', 'latency', '500ms'];
+  const throttle = async (verb: 'add' | 'change', rateMbit: number): Promise<void> => {
+    await run('tc', tbf(verb, outside, rateMbit));
+    await inNs('tc', ...tbf(verb, inside, rateMbit));
+  };
   const remove = async (): Promise<void> => {
     await ip_(['netns', 'del', name]).catch(() => {});
     // Deleting the namespace deletes both ends of the pair; this only covers a half-made one.
@@ -57,13 +63,20 @@ export async function createThrottledHost(init: ThrottledHostInit): Promise<Thro
     await inNs('ip', 'addr', 'add', `${ip}/30`, 'dev', inside);
     await inNs('ip', 'link', 'set', inside, 'up');
     await inNs('ip', 'link', 'set', 'lo', 'up');
-    await run('tc', [...tbf.slice(0, 2), 'dev', outside, ...tbf.slice(2)]);
-    await inNs('tc', ...tbf.slice(0, 2), 'dev', inside, ...tbf.slice(2));
+    await throttle('add', init.rateMbit);
   } catch (err) {
     await remove();
     throw new Error(`could not make a throttled host (needs root, ip and tc): ${(err as Error).message.trim()}`, { cause: err });
   }
-  return { name, ip, hostIp, exec: ['ip', 'netns', 'exec', name], remove };
+  const setRate = async (rateMbit: number): Promise<void> => {
+    checkRate(rateMbit);
+    await throttle('change', rateMbit);
+  };
+  return { name, ip, hostIp, exec: ['ip', 'netns', 'exec', name], setRate, remove };
+}
+
+function checkRate(rateMbit: number): void {
+  if (!Number.isFinite(rateMbit) || rateMbit <= 0) throw new RangeError(`rateMbit ${rateMbit} is not a rate`);
 }
 
 function ip_(args: string[]): Promise<{ stdout: Buffer; stderr: string }> {
