@@ -17,7 +17,7 @@
  * the images of earlier measurements removed, and the disk synced. Left in
  * place, they made later rounds slower: the kernel writes a file's pages out
  * about 30 s after they were written, so the 1-2 GB a round writes landed on
- * the rounds after it (containerd took 1.3-1.8 times the CPU for the same pull,
+ * the rounds after it (containerd took 1.2-1.8 times the CPU for the same pull,
  * measured).
  */
 import { execFile } from 'node:child_process';
