@@ -3,32 +3,81 @@ import type { ServerResponse } from 'node:http';
 import { released } from './chunk-pool.ts';
 
 /**
+ * A client that takes no byte for this long is dropped. Its response holds
+ * what it reads (a spool download, which is not retired or evicted while
+ * read, or a content file), and a client that stopped reading but keeps its
+ * connection open would hold it for as long as the connection lives.
+ */
+export const STALLED_CLIENT_MS = 60_000;
+
+/**
  * Writes every chunk, waiting for 'drain' when the socket is full, then ends
- * the response. Fails when the client goes away or the source fails; the
+ * the response. Fails when the client goes away, takes nothing for
+ * `stalledAfterMs` (the response is then destroyed), or the source fails; the
  * caller decides what to do with the response then (headersSent tells whether
  * anything went out). Breaking out of the loop closes the source. A chunk
  * from a ChunkPool goes back to it once the socket has written it.
  */
-export async function streamToResponse(res: ServerResponse, source: AsyncIterable<Uint8Array>): Promise<void> {
-  for await (const chunk of source) {
-    if (res.destroyed) throw new Error('client went away');
-    // Only a write that succeeded releases: after an error the socket may still hold the bytes.
-    if (!res.write(chunk, (err) => err == null && released(chunk))) await drained(res);
+export async function streamToResponse(res: ServerResponse, source: AsyncIterable<Uint8Array>, stalledAfterMs = STALLED_CLIENT_MS): Promise<void> {
+  const stall = new StallWatch(res, stalledAfterMs);
+  try {
+    for await (const chunk of source) {
+      if (res.destroyed) throw stall.error();
+      // Only a write that succeeded releases: after an error the socket may still hold the bytes.
+      if (!res.write(chunk, (err) => err == null && released(chunk))) await stall.drained();
+    }
+  } finally {
+    stall.stop();
   }
   res.end();
 }
 
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onDrain = () => {
-      res.off('close', onClose);
-      resolve();
-    };
-    const onClose = () => {
-      res.off('drain', onDrain);
-      reject(new Error('client went away'));
-    };
-    res.once('drain', onDrain);
-    res.once('close', onClose);
-  });
+/** One timer for a whole response, re-armed for each wait for 'drain': none allocated per chunk. */
+class StallWatch {
+  readonly #res: ServerResponse;
+  readonly #ms: number;
+  #timer: NodeJS.Timeout | undefined;
+  #waiting = false;
+  #stalled = false;
+
+  constructor(res: ServerResponse, ms: number) {
+    this.#res = res;
+    this.#ms = ms;
+  }
+
+  async drained(): Promise<void> {
+    this.#waiting = true;
+    if (this.#timer === undefined) this.#timer = setTimeout(() => this.#onStall(), this.#ms);
+    else this.#timer.refresh();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = () => {
+          this.#res.off('close', onClose);
+          resolve();
+        };
+        const onClose = () => {
+          this.#res.off('drain', onDrain);
+          reject(this.error());
+        };
+        this.#res.once('drain', onDrain);
+        this.#res.once('close', onClose);
+      });
+    } finally {
+      this.#waiting = false;
+    }
+  }
+
+  error(): Error {
+    return new Error(this.#stalled ? `client took nothing for ${this.#ms} ms` : 'client went away');
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+  }
+
+  #onStall(): void {
+    if (!this.#waiting) return;
+    this.#stalled = true;
+    this.#res.destroy();
+  }
 }

@@ -234,21 +234,22 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
     }
   }
 
-  /**
-   * A blob this node lacks, streamed from peers as it arrives. Until the first
-   * byte goes out a failure is still a 404 (containerd goes to its next host);
-   * after it, the response is cut short.
-   */
-  async function discardPartial(digest: Digest): Promise<void> {
+  /** Wrong bytes (from `source`) went to this node's containerd: drop what it kept of them before it resumes elsewhere. */
+  async function discardPartial(digest: Digest, source: 'peers' | 'upstream'): Promise<void> {
     try {
       const dropped = (await store.discardPartial?.(digest)) ?? 0;
-      logger.warn('wrong bytes from peers were sent; dropped the unfinished download', { digest: digest.text, dropped });
+      logger.warn(`wrong bytes from ${source} were sent; dropped the unfinished download`, { digest: digest.text, dropped });
     } catch (err) {
       logger.error('could not drop the unfinished download of wrong bytes', { digest: digest.text, error: err as Error });
     }
   }
 
-  /** Whether peers answered (false: nothing sent yet, and no peer had it whole). */
+  /**
+   * A blob this node lacks, streamed from peers as it arrives. Until the first
+   * byte goes out a failure is still a 404 (containerd goes to its next host);
+   * after it, the response is cut short. Whether peers answered (false:
+   * nothing sent yet, and no peer had it whole).
+   */
   async function sendPeerBlob(req: IncomingMessage, res: ServerResponse, head: boolean, route: Route & { kind: 'blob' }, { peers, signal, upstream }: Remote): Promise<boolean> {
     const digest = route.digest;
     const unknown = () => {
@@ -286,8 +287,7 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
         throw unknown();
       }
       metrics.requests.inc({ source: 'peer', kind: 'blob' });
-      // Wrong bytes went out: drop what this node's containerd kept of them before it resumes elsewhere.
-      if (err instanceof ContentMismatchError) await discardPartial(digest);
+      if (err instanceof ContentMismatchError) await discardPartial(digest, 'peers');
       res.destroy();
       return true;
     }
@@ -381,7 +381,8 @@ export function createRegistryHandler(init: RegistryHandlerInit): Handler {
         throw unknown();
       }
       metrics.requests.inc({ source: 'upstream', kind: 'blob' });
-      if (err instanceof ContentMismatchError) await discardPartial(digest);
+      // Sent to a peer, the wrong bytes are in that node's containerd, which its own mirror clears.
+      if (err instanceof ContentMismatchError && !toPeer) await discardPartial(digest, 'upstream');
       res.destroy();
       return;
     } finally {

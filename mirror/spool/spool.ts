@@ -158,7 +158,7 @@ export class Spool {
     return held.entry;
   }
 
-  /** Fails the downloads in progress, then empties the directory. Readers of complete files fail too. */
+  /** Fails the downloads in progress, then empties the directory: readers of complete files that had not opened theirs fail too. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

@@ -184,6 +184,60 @@ describe('UpstreamFallback', function () {
     assert.equal(blobGets(upstream).length, 1);
   });
 
+  it('does not blame a downloader that sent nothing for wrong bytes from upstream', async function () {
+    const lyingUpstream = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-length': bytes.length });
+      res.end(randomBytes(bytes.length));
+    });
+    // Says the size, then drops the connection before the first byte: the relay resumes from upstream at 0.
+    const dead = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-length': bytes.length });
+      res.flushHeaders();
+      setTimeout(() => res.destroy(), 50);
+    });
+    closers.push(lyingUpstream, dead);
+    const { fallback } = await setup(lyingUpstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(dead.host.split(':')[1]));
+    const blob = await fallback.blob(lyingUpstream.host, 'team/app', digest, false, live);
+    assert.ok(blob instanceof RelayedBlob);
+    await assert.rejects(async () => {
+      for await (const _ of blob.reader());
+    }, ContentMismatchError);
+    assert.equal(blobGets(lyingUpstream).length, 1, 'the rest came from upstream');
+    assert.ok(!quarantine.isQuarantined('owner'), 'the downloader sent no byte of it');
+  });
+
+  it('closes upstream\'s first answer when the download cannot begin (no spool file)', async function () {
+    const connectionClosed = Promise.withResolvers<true>();
+    const upstream = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-length': bytes.length });
+      res.end(bytes);
+      res.socket?.once('close', () => connectionClosed.resolve(true));
+    });
+    closers.push(upstream);
+    const { fallback } = await setup(upstream, 'alone', [], 1);
+    await rm(join(root, 'spool'), { recursive: true, force: true });
+    const entry = await fallback.blob(upstream.host, 'team/app', digest, false, live);
+    assert.ok(entry !== undefined && 'done' in entry, 'a download began');
+    assert.equal(await entry.done, 'failed');
+    // Left open, the kept-alive connection would go only when the server times it out (5 s).
+    const closed = await Promise.race([connectionClosed.promise, new Promise<string>((resolve) => setTimeout(() => resolve('still open after 2 s'), 2000))]);
+    assert.equal(closed, true);
+  });
+
+  it('waits for a downloader silent for longer than one upstream idle timeout (it is asking upstream again)', async function () {
+    const upstream = await blobServer();
+    // Silent for 1.2 s mid-blob: more than upstream's idle timeout plus the peer's (1 s), less than twice the one plus the other.
+    const slow = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-length': bytes.length });
+      res.write(bytes.subarray(0, 1024));
+      setTimeout(() => res.end(bytes.subarray(1024)), 1200);
+    });
+    closers.push(upstream, slow);
+    const { fallback } = await setup(upstream, idThat(false, 'owner'), [{ peerId: 'owner', host: '127.0.0.1' }], Number(slow.host.split(':')[1]));
+    assert.ok((await readAll(await fallback.blob(upstream.host, 'team/app', digest, false, live))).equals(bytes));
+    assert.equal(blobGets(upstream).length, 0, 'all of it from the downloader');
+  });
+
   it('ends a relay waiting on a silent downloader when its client goes away', async function () {
     const upstream = await blobServer();
     const silent = await startServer((_req, res) => {
@@ -202,7 +256,7 @@ describe('UpstreamFallback', function () {
     const started = Date.now();
     reader.close();
     await assert.rejects(reading);
-    assert.ok(Date.now() - started < 200, `the read ended ${Date.now() - started} ms after close (the idle timeout is 1000 ms)`);
+    assert.ok(Date.now() - started < 200, `the read ended ${Date.now() - started} ms after close (the idle timeout is 1500 ms)`);
     assert.equal(blobGets(upstream).length, 0, 'nothing asked of upstream for a client that left');
   });
 

@@ -63,7 +63,7 @@ export interface UpstreamFallbackInit {
   peerRegistryPort: number;
   /** Longest silence from upstream before a blob request is cut and resumed (`--upstream-idle-timeout`). */
   upstreamIdleTimeoutMs: number;
-  /** Longest silence from the downloading node, on top of its own wait for upstream (`--peer-idle-timeout`). */
+  /** Longest silence from the downloading node, on top of its own waits for upstream (`--peer-idle-timeout`). */
   peerIdleTimeoutMs: number;
   logger: Logger;
   metrics: MirrorMetrics;
@@ -83,7 +83,9 @@ export class UpstreamFallback {
 
   constructor(init: UpstreamFallbackInit) {
     this.#init = init;
-    this.#owners = new PeerClient({ port: init.peerRegistryPort, idleTimeoutMs: init.upstreamIdleTimeoutMs + init.peerIdleTimeoutMs });
+    // A downloader goes silent while upstream does: it notices after one idle timeout, then waits up to
+    // another for the answer to its request again. Cut sooner, every relay would go upstream itself.
+    this.#owners = new PeerClient({ port: init.peerRegistryPort, idleTimeoutMs: 2 * init.upstreamIdleTimeoutMs + init.peerIdleTimeoutMs });
   }
 
   /** The digest's download in this node's spool, in progress or complete. */
@@ -167,11 +169,16 @@ export class UpstreamFallback {
     }
     logger.debug('downloading a blob from upstream', { registry, repository, digest: digest.text, size: opened.size, asked });
     const source = upstreamSource({ ...this.#upstream(registry, repository, digest), opened });
-    const entry = spool.download(digest, opened.size, this.#counted(source, registry));
-    if (entry === undefined) {
-      opened.close();
-      logger.warn('spool full: not downloading from upstream; the client goes upstream itself', { digest: digest.text, size: opened.size, maxBytes: spool.maxBytes });
+    let entry: SpoolEntry | undefined;
+    try {
+      entry = spool.download(digest, opened.size, this.#counted(source, registry));
+    } finally {
+      // The download reads the first answer, or drops it when it asks again. One that failed before
+      // taking it (its file could not be made), or never began, would leave it open with its connection.
+      if (entry === undefined) opened.close();
+      else void entry.done.then(() => opened.close());
     }
+    if (entry === undefined) logger.warn('spool full: not downloading from upstream; the client goes upstream itself', { digest: digest.text, size: opened.size, maxBytes: spool.maxBytes });
     return entry;
   }
 

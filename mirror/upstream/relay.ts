@@ -22,7 +22,7 @@ export interface RelayInit {
   /** Times the rest is asked for again. */
   maxResumes: number;
   isResumable: (err: unknown) => boolean;
-  /** The bytes did not match the digest (the downloader, or it and upstream, sent them). */
+  /** The bytes did not match the digest, and the downloader sent some of them (it and upstream may both have). */
   onCorrupt: (err: ContentMismatchError) => void;
   /** Ends the relay (the client went away, or the mirror closes). */
   signal: AbortSignal;
@@ -35,6 +35,8 @@ export class RelayedBlob {
   readonly #abort = new AbortController();
   #firstTaken = false;
   #reading = false;
+  /** Bytes the downloader sent: a mismatch with none of them is upstream's alone. */
+  #fromDownloader = 0;
 
   constructor(init: RelayInit) {
     this.#init = init;
@@ -53,7 +55,7 @@ export class RelayedBlob {
     const source: BlobSource = async (offset, signal) => {
       const taken = this.#firstTaken;
       this.#firstTaken = true;
-      if (!taken && offset === 0) return first.body;
+      if (!taken && offset === 0) return this.#counted(first.body);
       first.discard();
       return resume(offset, signal);
     };
@@ -76,11 +78,18 @@ export class RelayedBlob {
     this.#init.first.discard();
   }
 
+  async *#counted(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const chunk of chunks) {
+      this.#fromDownloader += chunk.length;
+      yield chunk;
+    }
+  }
+
   async *#closing(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
     try {
       yield* chunks;
     } catch (err) {
-      if (err instanceof ContentMismatchError) this.#init.onCorrupt(err);
+      if (err instanceof ContentMismatchError && this.#fromDownloader > 0) this.#init.onCorrupt(err);
       throw err;
     } finally {
       this.close();
