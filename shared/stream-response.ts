@@ -1,6 +1,7 @@
 /** Writing an async source to an HTTP response with backpressure, without letting go of the response on failure. */
 import type { ServerResponse } from 'node:http';
 import { released } from './chunk-pool.ts';
+import { WaitTimer } from './wait-timer.ts';
 
 /**
  * A client that takes no byte for this long is dropped. Its response holds
@@ -32,23 +33,24 @@ export async function streamToResponse(res: ServerResponse, source: AsyncIterabl
   res.end();
 }
 
-/** One timer for a whole response, re-armed for each wait for 'drain': none allocated per chunk. */
+/** The response's waits for 'drain', each with its time limit. */
 class StallWatch {
   readonly #res: ServerResponse;
   readonly #ms: number;
-  #timer: NodeJS.Timeout | undefined;
-  #waiting = false;
+  readonly #wait: WaitTimer;
   #stalled = false;
 
   constructor(res: ServerResponse, ms: number) {
     this.#res = res;
     this.#ms = ms;
+    this.#wait = new WaitTimer(ms, () => {
+      this.#stalled = true;
+      res.destroy();
+    });
   }
 
   async drained(): Promise<void> {
-    this.#waiting = true;
-    if (this.#timer === undefined) this.#timer = setTimeout(() => this.#onStall(), this.#ms);
-    else this.#timer.refresh();
+    this.#wait.start();
     try {
       await new Promise<void>((resolve, reject) => {
         const onDrain = () => {
@@ -63,7 +65,7 @@ class StallWatch {
         this.#res.once('close', onClose);
       });
     } finally {
-      this.#waiting = false;
+      this.#wait.end();
     }
   }
 
@@ -72,12 +74,6 @@ class StallWatch {
   }
 
   stop(): void {
-    clearTimeout(this.#timer);
-  }
-
-  #onStall(): void {
-    if (!this.#waiting) return;
-    this.#stalled = true;
-    this.#res.destroy();
+    this.#wait.stop();
   }
 }

@@ -20,16 +20,14 @@
  * the rounds after it (containerd took 1.2-1.8 times the CPU for the same pull,
  * measured).
  */
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { startCluster, type Cluster, type ClusterNode } from '../harness/cluster.ts';
 import { writeHostsToml } from '../harness/hosts.ts';
 import { readMetric } from '../harness/http.ts';
 import { buildAndPush, type PushedImage } from '../harness/images.ts';
 import { createThrottledHost, type ThrottledHost } from '../harness/netns.ts';
-import { waitUntil } from '../harness/procs.ts';
+import { run, waitUntil } from '../harness/procs.ts';
 import { pulledBlobs } from '../harness/pulled.ts';
 import { tearDown, type PartInit } from './local.ts';
 import { childrenTicks, cpuTicks, systemShares, systemTicks } from './procstat.ts';
@@ -129,7 +127,7 @@ export async function runUpstream(init: UpstreamInit): Promise<UpstreamRun> {
           if (lastShoal !== undefined) await makeCold(n, lastShoal);
         }));
         if (viaShoal) lastShoal = image;
-        await promisify(execFile)('sync');
+        await run('sync', []);
         await spoolsEmpty(c.nodes);
         const pullers = kind.endsWith('-one') ? [c.nodes[(round - 1) % c.nodes.length]!] : c.nodes;
         const wide = kind === 'floor-all';

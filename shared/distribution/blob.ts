@@ -12,6 +12,7 @@
  */
 import { released } from '../chunk-pool.ts';
 import type { Digest } from '../digest.ts';
+import { WaitTimer } from '../wait-timer.ts';
 import { describe } from './exchange.ts';
 import { contentLength, describeNetworkError, type HttpRequest } from './transport.ts';
 import { UpstreamError } from './types.ts';
@@ -144,9 +145,8 @@ class WatchedBody {
   #received = 0;
   #idle = false;
   #closed = false;
-  /** One timer for the whole body, re-armed for each wait: none allocated per chunk. */
-  #timer: NodeJS.Timeout | undefined;
-  #waiting = false;
+  /** Cancelling the reader ends a read that waits too long (as done) and drops the connection. */
+  readonly #wait: WaitTimer;
 
   constructor(res: Response, idleTimeoutMs: number, signal: AbortSignal, registry: string, what: string) {
     this.#reader = res.body?.getReader();
@@ -154,14 +154,16 @@ class WatchedBody {
     this.#signal = signal;
     this.#registry = registry;
     this.#what = what;
+    this.#wait = new WaitTimer(idleTimeoutMs, () => {
+      this.#idle = true;
+      this.close();
+    });
   }
 
   /** The next chunk, or undefined at the end of the body. */
   async next(): Promise<Uint8Array | undefined> {
     if (this.#reader === undefined || this.#closed) return undefined;
-    this.#waiting = true;
-    if (this.#timer === undefined) this.#timer = setTimeout(() => this.#onIdle(), this.#idleTimeoutMs);
-    else this.#timer.refresh();
+    this.#wait.start();
     let result: Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>['read']>>;
     try {
       result = await this.#reader.read();
@@ -169,11 +171,11 @@ class WatchedBody {
       if (this.#signal.aborted) throw this.#signal.reason;
       throw new UpstreamError('unavailable', this.#registry, `${this.#what}: body broke after ${this.#received} bytes: ${describeNetworkError(err)}`);
     } finally {
-      this.#waiting = false;
+      this.#wait.end();
     }
     if (this.#idle) throw new UpstreamError('unavailable', this.#registry, `${this.#what}: sent nothing for ${this.#idleTimeoutMs} ms after ${this.#received} bytes`);
     if (result.done) {
-      clearTimeout(this.#timer);
+      this.#wait.stop();
       return undefined;
     }
     this.#received += result.value.length;
@@ -181,16 +183,9 @@ class WatchedBody {
   }
 
   close(): void {
-    clearTimeout(this.#timer);
+    this.#wait.stop();
     if (this.#closed) return;
     this.#closed = true;
     void this.#reader?.cancel().catch(() => {});
-  }
-
-  /** Fires only while a read waits: cancelling the reader ends it (as done) and drops the connection. */
-  #onIdle(): void {
-    if (!this.#waiting) return;
-    this.#idle = true;
-    this.close();
   }
 }

@@ -5,6 +5,7 @@
  * elsewhere (its own client holding it back) never counts as the sender idle.
  */
 import { released } from '../chunk-pool.ts';
+import { WaitTimer } from '../wait-timer.ts';
 
 export interface BodyQueueInit {
   /** Queued bytes at which the socket is paused. */
@@ -27,11 +28,12 @@ export class BodyQueue {
   #ended = false;
   #error: Error | undefined;
   #wake: (() => void) | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #idle: WaitTimer;
   #iterating = false;
 
   constructor(init: BodyQueueInit) {
     this.#init = init;
+    this.#idle = new WaitTimer(init.idleTimeoutMs, () => init.onIdle());
   }
 
   /** Adds a chunk; false when the bound is reached and the socket should pause. */
@@ -87,7 +89,7 @@ export class BodyQueue {
         await this.#next();
       }
     } finally {
-      clearTimeout(this.#timer);
+      this.#idle.stop();
       // Left early (a break, or return()): nobody will read the rest.
       if (!this.#ended && this.#error === undefined) this.#init.onAbandon();
     }
@@ -96,19 +98,14 @@ export class BodyQueue {
   #next(): Promise<void> {
     return new Promise((resolve) => {
       this.#wake = resolve;
-      // One timer for the whole body, re-armed for each wait: no timer allocated per chunk.
-      if (this.#timer === undefined) this.#timer = setTimeout(() => this.#idle(), this.#init.idleTimeoutMs);
-      else this.#timer.refresh();
+      this.#idle.start();
     });
-  }
-
-  #idle(): void {
-    if (this.#wake !== undefined) this.#init.onIdle();
   }
 
   #wakeUp(): void {
     const wake = this.#wake;
     this.#wake = undefined;
+    this.#idle.end();
     wake?.();
   }
 }
