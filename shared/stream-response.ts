@@ -20,60 +20,41 @@ export const STALLED_CLIENT_MS = 60_000;
  * from a ChunkPool goes back to it once the socket has written it.
  */
 export async function streamToResponse(res: ServerResponse, source: AsyncIterable<Uint8Array>, stalledAfterMs = STALLED_CLIENT_MS): Promise<void> {
-  const stall = new StallWatch(res, stalledAfterMs);
+  let stalled = false;
+  const gone = () => new Error(stalled ? `client took nothing for ${stalledAfterMs} ms` : 'client went away');
+  const wait = new WaitTimer(stalledAfterMs, () => {
+    stalled = true;
+    res.destroy();
+  });
   try {
     for await (const chunk of source) {
-      if (res.destroyed) throw stall.error();
+      if (res.destroyed) throw gone();
       // Only a write that succeeded releases: after an error the socket may still hold the bytes.
-      if (!res.write(chunk, (err) => err == null && released(chunk))) await stall.drained();
+      if (res.write(chunk, (err) => err == null && released(chunk))) continue;
+      wait.start();
+      try {
+        await drained(res, gone);
+      } finally {
+        wait.end();
+      }
     }
   } finally {
-    stall.stop();
+    wait.stop();
   }
   res.end();
 }
 
-/** The response's waits for 'drain', each with its time limit. */
-class StallWatch {
-  readonly #res: ServerResponse;
-  readonly #ms: number;
-  readonly #wait: WaitTimer;
-  #stalled = false;
-
-  constructor(res: ServerResponse, ms: number) {
-    this.#res = res;
-    this.#ms = ms;
-    this.#wait = new WaitTimer(ms, () => {
-      this.#stalled = true;
-      res.destroy();
-    });
-  }
-
-  async drained(): Promise<void> {
-    this.#wait.start();
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = () => {
-          this.#res.off('close', onClose);
-          resolve();
-        };
-        const onClose = () => {
-          this.#res.off('drain', onDrain);
-          reject(this.error());
-        };
-        this.#res.once('drain', onDrain);
-        this.#res.once('close', onClose);
-      });
-    } finally {
-      this.#wait.end();
-    }
-  }
-
-  error(): Error {
-    return new Error(this.#stalled ? `client took nothing for ${this.#ms} ms` : 'client went away');
-  }
-
-  stop(): void {
-    this.#wait.stop();
-  }
+function drained(res: ServerResponse, gone: () => Error): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onDrain = () => {
+      res.off('close', onClose);
+      resolve();
+    };
+    const onClose = () => {
+      res.off('drain', onDrain);
+      reject(gone());
+    };
+    res.once('drain', onDrain);
+    res.once('close', onClose);
+  });
 }

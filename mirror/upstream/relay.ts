@@ -35,8 +35,8 @@ export class RelayedBlob {
   readonly #abort = new AbortController();
   #firstTaken = false;
   #reading = false;
-  /** Bytes the downloader sent: a mismatch with none of them is upstream's alone. */
-  #fromDownloader = 0;
+  /** Where upstream took over from the downloader (undefined: it has not). At 0, a mismatch is upstream's alone. */
+  #upstreamFrom: number | undefined;
 
   constructor(init: RelayInit) {
     this.#init = init;
@@ -55,7 +55,8 @@ export class RelayedBlob {
     const source: BlobSource = async (offset, signal) => {
       const taken = this.#firstTaken;
       this.#firstTaken = true;
-      if (!taken && offset === 0) return this.#counted(first.body);
+      if (!taken && offset === 0) return first.body;
+      this.#upstreamFrom ??= taken ? offset : 0;
       first.discard();
       return resume(offset, signal);
     };
@@ -78,18 +79,11 @@ export class RelayedBlob {
     this.#init.first.discard();
   }
 
-  async *#counted(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-    for await (const chunk of chunks) {
-      this.#fromDownloader += chunk.length;
-      yield chunk;
-    }
-  }
-
   async *#closing(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
     try {
       yield* chunks;
     } catch (err) {
-      if (err instanceof ContentMismatchError && this.#fromDownloader > 0) this.#init.onCorrupt(err);
+      if (err instanceof ContentMismatchError && this.#upstreamFrom !== 0) this.#init.onCorrupt(err);
       throw err;
     } finally {
       this.close();
